@@ -1,0 +1,1 @@
+"""Hardware latency / energy predictors, profilers and their NNI profiler adapters."""

@@ -1,0 +1,173 @@
+"""``BigLittleSpace``: the weight-shared big/little supernet as an NNI ``ModelSpace``.
+
+::
+
+    input - stem - trunk s0 - ... - s(f-1) -+- little s0 - little s1 - little head - router -> answer
+                                            +- trunk sf - ... - s(S-1) - big head ----------> answer (escalated only)
+
+The space is live: its elastic ops hold the largest weights and ``activate(sample)`` selects a
+subnet (NNI's ``resample(memo)`` on every supernet module); ``forward`` then returns
+``(little_logits, big_logits)`` of that subnet and ``freeze(sample)`` returns the standalone
+``BigLittleModel`` with the same outputs.
+"""
+from __future__ import annotations
+
+import random as _random
+from typing import Any, Mapping
+
+import numpy as np
+import torch
+from torch import nn
+
+import nni_bigLittle._nni_compat  # noqa: F401  (quiet NNI import)
+from nni.mutable import SampleValidationError, label_scope
+from nni.nas.nn.pytorch import ModelSpace
+from nni.nas.oneshot.pytorch.supermodule.base import BaseSuperNetModule
+from nni.nas.oneshot.pytorch.supermodule.sampling import PathSamplingLayer
+
+from nni_bigLittle.elastic import ElasticHead, ElasticRouter, ElasticStage
+from nni_bigLittle.model import BigLittleForward, BigLittleModel
+from nni_bigLittle.ops import ConvBNAct
+from nni_bigLittle.arch import ConvConfig
+from nni_bigLittle.search_spaces.presets import get_preset
+from nni_bigLittle.search_spaces.spec import SpaceSpec, little_stage_specs
+
+__all__ = ['BigLittleSpace', 'LittleBranch']
+
+
+def _stage(spec: SpaceSpec, in_channels: Any, stage, depth_choices) -> ElasticStage:
+    return ElasticStage(in_channels, stage.base_channels, stage.stride, stage.act, stage.se, spec.width_choices,
+                        depth_choices, spec.kernel_choices, spec.expand_choices)
+
+
+class LittleBranch(nn.Module):
+    """The little network's own stages and head for one fork point; it reads trunk features ``[fork]``."""
+
+    def __init__(self, spec: SpaceSpec, fork: int, in_channels: Any):
+        super().__init__()
+        self.fork = fork
+        stages = []
+        for i, stage in enumerate(little_stage_specs(spec, fork)):
+            with label_scope(f's{i}'):
+                stages.append(_stage(spec, in_channels, stage, spec.little_depth_choices))
+            in_channels = stages[-1].out_channels
+        self.stages = nn.ModuleList(stages)
+        self.head = ElasticHead(in_channels, spec.little_head_channels, spec.num_classes, spec.head_act, spec.dropout)
+
+    def forward(self, features: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        x = features[self.fork]
+        for stage in self.stages:
+            x = stage(x)
+        return self.head(x)
+
+    def extract_into(self, little, sample: dict[str, Any]) -> None:
+        for elastic, static in zip(self.stages, little.stages):
+            elastic.extract_into(static, sample)
+        self.head.extract_into(little.head, sample)
+
+
+class BigLittleSpace(BigLittleForward, ModelSpace):
+    """The big/little search space and its weight-shared supernet.
+
+    Parameters
+    ----------
+    preset
+        ``'cifar'`` (32x32) or ``'imagenet'`` (224x224), or a ``SpaceSpec``.
+    num_classes, resolution
+        Override the preset's.
+    **options
+        Any other ``SpaceSpec`` field, e.g. ``depth_choices=(1, 2)`` for a small test space.
+    """
+
+    def __init__(self, preset: str | SpaceSpec = 'cifar', num_classes: int | None = None,
+                 resolution: int | None = None, **options: Any):
+        super().__init__()
+        spec = get_preset(preset, num_classes=num_classes, resolution=resolution, **options)
+        self.spec = spec
+        self.stem = ConvBNAct.from_config(ConvConfig(3, spec.stem_channels, 3, spec.stem_stride, spec.stem_act))
+        feature_channels: list[Any] = [spec.stem_channels]
+        trunk = []
+        with label_scope('trunk'):
+            for i, stage in enumerate(spec.trunk):
+                with label_scope(f's{i}'):
+                    trunk.append(_stage(spec, feature_channels[-1], stage, spec.depth_choices))
+                feature_channels.append(trunk[-1].out_channels)
+        self.trunk = nn.ModuleList(trunk)
+        with label_scope('little'):
+            branches = [LittleBranch(spec, fork, feature_channels[fork]) for fork in spec.forks]
+            # NNI's LayerChoice (path-sampling form): the value of ``little/fork`` indexes the branch
+            self.little = PathSamplingLayer(branches, label='fork')
+        self.big_head = ElasticHead(feature_channels[-1], spec.big_head_channels, spec.num_classes, spec.head_act,
+                                    spec.dropout)
+        self.router = ElasticRouter(spec.little_head_channels + spec.num_classes, spec.router_hidden,
+                                    spec.policy_choices, spec.threshold_choices)
+        self._active: dict[str, Any] | None = None
+
+    # ----- samples ------------------------------------------------------------------------------------------
+    def check_contains(self, sample: Mapping[str, Any]) -> SampleValidationError | None:
+        """NNI's validation hook: ``None`` when ``sample`` is a valid big/little pair, else the error."""
+        return self.spec.check(sample)
+
+    def random(self, memo: dict[str, Any] | None = None, random_state: Any = None) -> dict[str, Any]:
+        """A random valid sample as a flat ``{label: value}`` dict (labels in ``memo`` are kept).
+
+        ``random_state`` may be a ``random.Random``, a ``numpy.random.RandomState`` or an int seed.
+        """
+        rng = _as_rng(random_state)
+        sample = self.spec.random_sample(rng, fixed=memo)
+        if memo is not None:
+            memo.update(sample)
+        return sample
+
+    def largest(self) -> dict[str, Any]:
+        return self.spec.largest()
+
+    def smallest(self) -> dict[str, Any]:
+        return self.spec.smallest()
+
+    def activate(self, sample: Mapping[str, Any], validate: bool = True) -> None:
+        """Make ``sample`` the active subnet of the supernet."""
+        if validate:
+            self.spec.validate(sample)
+        memo = dict(sample)
+        for module in self.modules():
+            if isinstance(module, BaseSuperNetModule):
+                module.resample(memo)
+        self._active = memo
+
+    @property
+    def active_sample(self) -> dict[str, Any] | None:
+        return None if self._active is None else dict(self._active)
+
+    # ----- supernet forward -----------------------------------------------------------------------------------
+    def _little(self, features: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
+        if self._active is None:
+            raise RuntimeError('No active subnet: call space.activate(sample) before running the supernet.')
+        return self.little(features)
+
+    # ----- freezing ---------------------------------------------------------------------------------------------
+    @torch.no_grad()
+    def freeze(self, sample: Mapping[str, Any]) -> BigLittleModel:
+        """The standalone ``BigLittleModel`` of ``sample``, with the supernet's weights (sliced)."""
+        sample = dict(sample)
+        arch = self.spec.decode(sample)
+        model = BigLittleModel(arch)
+        model.stem.load_state_dict(self.stem.state_dict())
+        for elastic, static in zip(self.trunk, model.trunk):
+            elastic.extract_into(static, sample)
+        self.little[arch.fork].extract_into(model.little, sample)
+        self.big_head.extract_into(model.big_head, sample)
+        model.router = self.router.extract(sample)
+        return model.train(self.training)
+
+
+def _as_rng(random_state: Any):
+    if random_state is None:
+        return _random.Random()
+    if isinstance(random_state, (int, np.integer)):
+        return _random.Random(int(random_state))
+    if isinstance(random_state, np.random.RandomState):
+        return _random.Random(int(random_state.randint(0, 2**31 - 1)))
+    if isinstance(random_state, _random.Random):
+        return random_state
+    raise TypeError(f'random_state must be an int, random.Random or numpy RandomState, got {type(random_state)}.')

@@ -1,0 +1,13 @@
+"""The README's Python example runs as written."""
+import re
+
+from conftest import REPO
+
+
+def test_readme_python_example_runs():
+    text = (REPO / 'README.md').read_text()
+    blocks = re.findall(r'```python\n(.*?)```', text, flags=re.S)
+    assert blocks, 'README has no python example'
+    namespace = {}
+    exec(compile(blocks[0], 'README.md', 'exec'), namespace)  # noqa: S102 - our own README
+    assert tuple(namespace['pred'].shape) == (8,) and str(namespace['escalated'].dtype) == 'torch.bool'
