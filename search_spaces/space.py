@@ -137,13 +137,33 @@ class BigLittleSpace(BigLittleForward, ModelSpace):
 
     @property
     def active_sample(self) -> dict[str, Any] | None:
+        """The sample last given to :meth:`activate` (NNI strategies resample the modules directly)."""
         return None if self._active is None else dict(self._active)
 
     # ----- supernet forward -----------------------------------------------------------------------------------
     def _little(self, features: list[torch.Tensor]) -> tuple[torch.Tensor, torch.Tensor]:
-        if self._active is None:
-            raise RuntimeError('No active subnet: call space.activate(sample) before running the supernet.')
-        return self.little(features)
+        return self.little(features)  # the fork's LayerChoice picks the branch (an unsampled one raises)
+
+    # ----- NNI one-shot strategies -------------------------------------------------------------------------------
+    def extra_oneshot_hooks(self, strategy) -> list:
+        """Mutation hooks NNI's one-shot strategies call before their own (``OneShotStrategy.mutate_model``).
+
+        The space is already a path-sampling supernet (NNI ``MixedConv2d`` / ``MixedBatchNorm2d``,
+        a ``PathSamplingLayer`` for the fork, our ``ElasticStage`` / ``ElasticRouter``), which is
+        what ``RandomOneShot`` (SPOS) and ``ENAS`` train: the hook keeps those modules as they are.
+        """
+        from nni.nas.oneshot.pytorch.strategy import RandomOneShot  # ENAS is a RandomOneShot
+        if not isinstance(strategy, RandomOneShot):
+            raise TypeError(
+                f'{type(strategy).__name__} cannot run on BigLittleSpace yet: this version supports NNI\'s '
+                'path-sampling one-shot strategies (RandomOneShot / SPOS, ENAS). The differentiable ones (DARTS, '
+                'GumbelDARTS, Proxyless) need relaxed fork / depth / router modules, which come with the '
+                'co-training strategies.')
+
+        def keep_supernet_modules(module, name, memo, mutate_kwargs):
+            return isinstance(module, BaseSuperNetModule)  # True = keep it, skip NNI's default hooks
+
+        return [keep_supernet_modules]
 
     # ----- freezing ---------------------------------------------------------------------------------------------
     @torch.no_grad()
