@@ -16,8 +16,8 @@ from __future__ import annotations
 
 import numbers
 import random as _random
-from dataclasses import dataclass, field
-from typing import Any, Mapping, Sequence
+from dataclasses import dataclass
+from typing import Any, Mapping
 
 from nni.mutable import SampleValidationError
 
