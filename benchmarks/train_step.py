@@ -74,10 +74,10 @@ def main() -> None:
 
     records = []
     env = environment(args.threads)
+    space.activate(sample)
     for name, build in (('frozen', lambda: space.freeze(sample).train()), ('supernet', lambda: space)):
         for fmt in ('nchw', 'channels_last'):
             model = build()
-            space.activate(sample)
             memory = torch.channels_last if fmt == 'channels_last' else torch.contiguous_format
             model = model.to(memory_format=memory)
             times = time_steps(model, x.contiguous(memory_format=memory), y, args.warmup, args.repeat)
