@@ -106,6 +106,18 @@ class BigLittleModel(BigLittleForward, nn.Module):
             x = stage(x)
         return self.big_head(x)[0]
 
+    def little_path(self) -> nn.Module:
+        """Input -> little logits (stem, shared trunk, little branch, head); shares this model's weights."""
+        return _LittlePath(self)
+
+    def big_path(self) -> nn.Module:
+        """Input -> big logits (stem, whole trunk, big head): the static big network; shares weights."""
+        return _BigPath(self)
+
+    def big_tail_module(self) -> nn.Module:
+        """Fork features -> big logits: what an escalated input runs in addition; shares weights."""
+        return _BigTail(self)
+
     @torch.no_grad()
     def infer(self, x: torch.Tensor, threshold: float | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """Input-adaptive inference. Returns ``(pred, escalated)``, both of shape ``(batch,)``.
@@ -124,6 +136,33 @@ class BigLittleModel(BigLittleForward, nn.Module):
         if bool(escalated.any()):
             pred[escalated] = self.big_tail(shared[escalated]).argmax(dim=1)
         return pred, escalated
+
+
+class _LittlePath(nn.Module):
+    def __init__(self, model: BigLittleModel):
+        super().__init__()
+        self.stem, self.shared, self.little = model.stem, nn.Sequential(*model.trunk[:model.fork]), model.little
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.little(self.shared(self.stem(x)))[0]
+
+
+class _BigPath(nn.Module):
+    def __init__(self, model: BigLittleModel):
+        super().__init__()
+        self.stem, self.trunk, self.head = model.stem, nn.Sequential(*model.trunk), model.big_head
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.head(self.trunk(self.stem(x)))[0]
+
+
+class _BigTail(nn.Module):
+    def __init__(self, model: BigLittleModel):
+        super().__init__()
+        self.trunk, self.head = nn.Sequential(*model.trunk[model.fork:]), model.big_head
+
+    def forward(self, fork_features: torch.Tensor) -> torch.Tensor:
+        return self.head(self.trunk(fork_features))[0]
 
 
 @torch.no_grad()
