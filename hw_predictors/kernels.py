@@ -145,10 +145,11 @@ _TORCH_ACTS = {
 _TORCH_FUNC_ACTS = {'relu': 'relu', 'relu6': 'relu6', 'hardswish': 'hswish', 'hardsigmoid': 'hsigmoid',
                     'sigmoid': 'sigmoid', 'silu': 'silu', 'gelu': 'gelu', 'leaky_relu': 'leaky_relu',
                     'tanh': 'tanh', 'relu_': 'relu', 'sigmoid_': 'sigmoid', 'hardtanh': 'relu6'}
-_TORCH_PASS_MODULES = ('Identity', 'Dropout', 'Dropout2d', 'Flatten', 'Unflatten', 'DropPath')
+_TORCH_PASS_MODULES = ('Identity', 'Dropout', 'Dropout2d', 'Flatten', 'Unflatten', 'DropPath', 'StochasticDepth')
 _TORCH_PASS_FUNCS = ('flatten', 'reshape', 'view', 'squeeze', 'unsqueeze', 'size', 'dropout', 'contiguous',
                      'permute', 'transpose', 'getitem', 'getattr', 'to', 'clone', 'detach', 'float', 'type_as',
-                     'expand_as', 'chunk', 'split', 'dim', 'numel', 'floordiv', 'is_scripting', '_assert')
+                     'expand_as', 'chunk', 'split', 'dim', 'numel', 'floordiv', 'is_scripting', '_assert',
+                     'stochastic_depth')
 
 
 def graph_from_torch(model, input_shape: Sequence[int]) -> list[OpNode]:
@@ -451,7 +452,6 @@ def fuse_kernels(nodes: list[OpNode]) -> list[Kernel]:
         return out[0] if len(out) == 1 and out[0].op in ops else None
 
     used: set[int] = set()
-    chains: dict[int, tuple[Kernel, list[OpNode]]] = {}  # id(first node) -> (kernel, nodes)
     out_of: dict[str, Kernel] = {}  # output tensor of a kernel -> kernel
 
     def act_after(n: OpNode) -> tuple[str, list[OpNode]]:

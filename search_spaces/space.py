@@ -19,13 +19,13 @@ import numpy as np
 import torch
 from torch import nn
 
-import nni_bigLittle._nni_compat  # noqa: F401  (quiet NNI import)
+# first: the elastic ops import NNI quietly (nni_bigLittle._nni_compat)
+from nni_bigLittle.elastic import ElasticHead, ElasticRouter, ElasticStage
 from nni.mutable import SampleValidationError, label_scope
 from nni.nas.nn.pytorch import ModelSpace
 from nni.nas.oneshot.pytorch.supermodule.base import BaseSuperNetModule
 from nni.nas.oneshot.pytorch.supermodule.sampling import PathSamplingLayer
 
-from nni_bigLittle.elastic import ElasticHead, ElasticRouter, ElasticStage
 from nni_bigLittle.model import BigLittleForward, BigLittleModel
 from nni_bigLittle.ops import ConvBNAct
 from nni_bigLittle.arch import ConvConfig
@@ -148,17 +148,31 @@ class BigLittleSpace(BigLittleForward, ModelSpace):
     def extra_oneshot_hooks(self, strategy) -> list:
         """Mutation hooks NNI's one-shot strategies call before their own (``OneShotStrategy.mutate_model``).
 
-        The space is already a path-sampling supernet (NNI ``MixedConv2d`` / ``MixedBatchNorm2d``,
-        a ``PathSamplingLayer`` for the fork, our ``ElasticStage`` / ``ElasticRouter``), which is
-        what ``RandomOneShot`` (SPOS) and ``ENAS`` train: the hook keeps those modules as they are.
+        - ``RandomOneShot`` (SPOS) and ``ENAS`` train the space as it is, a path-sampling supernet (NNI
+          ``MixedConv2d`` / ``MixedBatchNorm2d``, a ``PathSamplingLayer`` for the fork, our
+          ``ElasticStage`` / ``ElasticRouter``): the hook keeps those modules.
+        - ``DARTS``, ``GumbelDARTS`` and ``Proxyless`` get the relaxation of
+          :mod:`nni_bigLittle.strategies.differentiable`: every label becomes a softmax / Gumbel-softmax
+          mixture or a ProxylessNAS binary gate over NNI's architecture parameters, in place (state-dict
+          keys and :meth:`freeze` unchanged). ``router/policy`` and ``router/threshold`` do not affect the
+          classification loss; only penalties (e.g. on expected latency) move them. The export is the
+          argmax per label, with the little network shrunk when that pair would be invalid.
         """
-        from nni.nas.oneshot.pytorch.strategy import RandomOneShot  # ENAS is a RandomOneShot
+        from nni.nas.oneshot.pytorch.strategy import DARTS, RandomOneShot  # ENAS is a RandomOneShot;
+        # GumbelDARTS and Proxyless are DARTS
+        relaxed_for = getattr(self, '_relaxed_for', None)
+        if relaxed_for is not None:
+            raise TypeError(
+                f'This BigLittleSpace was already relaxed for {relaxed_for}; {type(strategy).__name__} needs a fresh '
+                'space. Mutate a copy (copy.deepcopy(space)) for each strategy, or load this supernet\'s state_dict '
+                'into a new BigLittleSpace (strict=False skips the architecture parameters).')
+        if isinstance(strategy, DARTS):
+            from nni_bigLittle.strategies.differentiable import differentiable_hooks
+            return differentiable_hooks(self, strategy)
         if not isinstance(strategy, RandomOneShot):
             raise TypeError(
-                f'{type(strategy).__name__} cannot run on BigLittleSpace yet: this version supports NNI\'s '
-                'path-sampling one-shot strategies (RandomOneShot / SPOS, ENAS). The differentiable ones (DARTS, '
-                'GumbelDARTS, Proxyless) need relaxed fork / depth / router modules, which come with the '
-                'co-training strategies.')
+                f'{type(strategy).__name__} cannot run on BigLittleSpace: supported one-shot strategies are NNI\'s '
+                'RandomOneShot (SPOS), ENAS, DARTS, GumbelDARTS and Proxyless (or subclasses of them).')
 
         def keep_supernet_modules(module, name, memo, mutate_kwargs):
             return isinstance(module, BaseSuperNetModule)  # True = keep it, skip NNI's default hooks

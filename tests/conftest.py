@@ -5,6 +5,11 @@ from pathlib import Path
 import pytest
 import torch
 
+# NNI 3.0 import-order trap: importing nni.nas.oneshot.pytorch.strategy before nni.nas.strategy makes the
+# latter export placeholder strategies (a circular import caught as ImportError). Import it first, once.
+import nni_bigLittle._nni_compat  # noqa: F401,E402  (quiet NNI import)
+import nni.nas.strategy  # noqa: F401,E402
+
 REPO = Path(__file__).resolve().parents[1]
 # The shared data folder sits beside the repository (../shared/data); NNI_BIGLITTLE_SHARED_DATA overrides.
 SHARED_DATA = Path(os.environ.get('NNI_BIGLITTLE_SHARED_DATA', REPO.parent / 'shared' / 'data'))

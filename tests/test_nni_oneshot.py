@@ -1,10 +1,10 @@
-"""NNI's own one-shot machinery accepts the space (the strategies themselves run in the co-training issue)."""
+"""NNI's path-sampling one-shot strategies accept the space (differentiable ones: test_nni_differentiable.py)."""
 import copy
 
 import pytest
 import torch
 
-from nni.nas.oneshot.pytorch.strategy import DARTS, ENAS, RandomOneShot
+from nni.nas.oneshot.pytorch.strategy import ENAS, OneShotStrategy, RandomOneShot
 from nni.nas.oneshot.pytorch.supermodule.base import BaseSuperNetModule
 
 
@@ -32,6 +32,19 @@ def test_path_sampling_strategies_mutate_the_space(tiny_space, strategy_cls):
             assert torch.allclose(frozen(x)[1], supernet(x)[1], atol=1e-5)
 
 
-def test_differentiable_strategies_are_refused_clearly(tiny_space):
-    with pytest.raises(TypeError, match='RandomOneShot / SPOS, ENAS'):
-        DARTS().mutate_model(copy.deepcopy(tiny_space))
+def test_unsupported_oneshot_strategies_are_refused_clearly(tiny_space):
+    class HomeMadeOneShot(OneShotStrategy):
+        pass
+
+    with pytest.raises(TypeError, match='RandomOneShot .SPOS., ENAS, DARTS, GumbelDARTS and Proxyless'):
+        HomeMadeOneShot().mutate_model(copy.deepcopy(tiny_space))
+
+
+def test_a_relaxed_space_refuses_a_second_strategy(tiny_space):
+    from nni.nas.oneshot.pytorch.strategy import DARTS
+    space = DARTS().mutate_model(copy.deepcopy(tiny_space))
+    with pytest.raises(TypeError, match='already relaxed for DARTS'):
+        RandomOneShot().mutate_model(space)
+    fresh = copy.deepcopy(tiny_space)
+    fresh.load_state_dict(space.state_dict(), strict=False)  # the weights carry over to a fresh space
+    RandomOneShot().mutate_model(fresh)

@@ -11,3 +11,12 @@ def test_readme_python_example_runs():
     namespace = {}
     exec(compile(blocks[0], 'README.md', 'exec'), namespace)  # noqa: S102 - our own README
     assert tuple(namespace['pred'].shape) == (8,) and str(namespace['escalated'].dtype) == 'torch.bool'
+
+
+def test_readme_predictor_example_runs():
+    text = (REPO / 'README.md').read_text()
+    block = next(b for b in re.findall(r'```python\n(.*?)```', text, flags=re.S) if 'load_predictor' in b)
+    namespace = {}
+    exec(compile(block, 'README.md', 'exec'), namespace)  # noqa: S102 - our own README
+    assert namespace['budget'] > 0
+    assert namespace['darts'].penalty is not None and namespace['one_shot'] is not None
