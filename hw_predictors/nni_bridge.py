@@ -16,7 +16,9 @@ little path, and by the big tail again with probability ``p`` (a second invocati
 - ``profile(sample)`` — exact, from the sample's kernels (what ``RandomOneShot(filter=...)``, NNI's
   ``RangeProfilerFilter`` and the multi-trial ``Filter`` middleware call);
 - ``expression`` — an NNI ``MutableExpression`` over the space's labels that evaluates to the same
-  number (NNI's generic ``ExpectationProfilerPenalty`` works on it);
+  number (NNI's generic ``ExpectationProfilerPenalty`` works on it); it and ``expectation`` are sums
+  of kernel costs, so a predictor's whole-network term (``local_cpu_ort``'s weight-streaming term)
+  is only in ``profile``;
 - ``expectation(probs)`` — the exact expectation under independent per-label distributions, as a
   differentiable torch scalar, computed by dynamic programming over the few (channels, size) states
   a little stage can start from; :class:`ExpectedCostPenalty` feeds it to DARTS / GumbelDARTS /
@@ -115,11 +117,12 @@ class BigLittleCostProfiler(ExpressionProfiler):
         p = self.escalation_rate if escalation_rate is None else float(escalation_rate)
         parts = arch_kernels(self.spec.decode(dict(sample)), self.batch)
         overhead = self.predictor.overhead
-        little = self._cost(parts.little_path) + overhead
-        tail = self._cost(parts.big_tail) + overhead * self.tail_overhead
+        net = self.predictor.network_term  # whole-network term of predictors that have one (0 otherwise)
+        little = self._cost(parts.little_path) + overhead + net(parts.little_path)
+        tail = self._cost(parts.big_tail) + overhead * self.tail_overhead + net(parts.big_tail)
         router = self._cost(list(parts.router))
         return CostBreakdown(little=little, router=router, big_tail=tail,
-                             big=self._cost(parts.big) + overhead, expected=little + router + p * tail,
+                             big=self._cost(parts.big) + overhead + net(parts.big), expected=little + router + p * tail,
                              escalation_rate=p)
 
     def profile(self, sample: Mapping[str, Any]) -> float:

@@ -13,6 +13,8 @@ A :class:`KernelLatencyPredictor` predicts a model's cost as the sum of its kern
 - ``'parts'`` — a composite kernel (``mbconv``, ``se``) is the sum of its parts.
 
 A kernel type routed nowhere is *uncovered*: predicted 0 and listed in the report, never silently.
+A predictor may also carry a whole-network term (``metadata['network_term']``, see
+:meth:`KernelLatencyPredictor.network_term`) that ``predict`` adds once per network.
 
 File format (``.npz``, readable with ``numpy.load(path, allow_pickle=False)``; no pickle):
 ``__meta__`` holds UTF-8 JSON: ``format`` (``nni_bigLittle.predictor/1``), ``metadata`` (device,
@@ -381,9 +383,23 @@ class KernelLatencyPredictor:
                 f'routes={self.routes}, overhead={self.overhead:.4g})')
 
     # ------------------------------------------------------------------ prediction
+    def network_term(self, kernels: Sequence[Kernel]) -> float:
+        """A whole-network cost that no per-kernel sum can express, from ``metadata['network_term']``.
+
+        Kind ``weight_streaming`` (fitted by the local builder): ``ms_per_mb · W · sigmoid((W − center_mb) /
+        width_mb)`` with ``W`` the network's fp32 weight megabytes — weights that no longer fit in the
+        per-core L2 cache stream from L3 on every inference. Zero for predictors without the term.
+        """
+        term = self.metadata.get('network_term')
+        if not term or term.get('kind') != 'weight_streaming' or not term.get('ms_per_mb'):
+            return 0.0
+        w = sum(k.params for k in kernels) * 4 / 1e6
+        x = float(np.clip((w - term['center_mb']) / term['width_mb'], -60, 60))
+        return float(term['ms_per_mb'] * w / (1.0 + np.exp(-x)))
+
     def predict_kernels(self, kernels: Sequence[Kernel]) -> Prediction:
         items = [self._predict_one(k) for k in kernels]
-        total = self.overhead + sum(i.value for i in items)
+        total = self.overhead + sum(i.value for i in items) + self.network_term(kernels)
         source = self.metadata.get('data_source')
         name = f'{self.name} ({source})' if source else self.name
         return Prediction(total, self.unit, self.metric, name, self.overhead, items)
@@ -444,7 +460,8 @@ class KernelLatencyPredictor:
         """The same predictor without the per-inference overhead: for profilers that call ``predict`` once
         per sub-module and add the results (NNI's ``NnMeterProfiler``), where the overhead would count
         once per sub-module instead of once per inference."""
-        return KernelLatencyPredictor(self.models, self.routes, self.metadata, overhead=0.0)
+        metadata = {k: v for k, v in self.metadata.items() if k != 'network_term'}
+        return KernelLatencyPredictor(self.models, self.routes, metadata, overhead=0.0)
 
     # ------------------------------------------------------------------ persistence
     def save(self, path: str | Path) -> Path:

@@ -1,8 +1,8 @@
 """``nni-biglittle``: the command line of nni_bigLittle.
 
 Subcommands so far: ``space show`` / ``space sample`` (inspect the search space), ``data info``
-(check a dataset and its splits). Later subcommands (run, predictor, export, bench, report)
-plug in here.
+(check a dataset and its splits), ``predictor list|show|rebuild|predict|build-local`` (hardware
+cost predictors). Later subcommands (run, export, bench, report) plug in here.
 """
 from __future__ import annotations
 
@@ -66,6 +66,110 @@ def cmd_data_info(args) -> int:
     return 0
 
 
+def cmd_predictor_list(args) -> int:
+    from nni_bigLittle.hw_predictors.devices import list_bundled
+    rows = list_bundled()
+    print(f'{"name":<26} {"metric":<8} {"unit":<5} {"n":>7} {"held-out ±10%":>14}  data source')
+    for r in rows:
+        within = r.get('heldout_within_10')
+        within = f'{100 * within:.1f} %' if within is not None else 'n/a'
+        print(f'{r["name"]:<26} {r["metric"]:<8} {r["unit"]:<5} {r["n_measurements"]:>7} {within:>14}  '
+              f'{r["data_source"]}')
+    return 0
+
+
+def cmd_predictor_show(args) -> int:
+    from nni_bigLittle.hw_predictors.devices import load_predictor
+    predictor = load_predictor(args.name, metric=args.metric)
+    print(predictor.describe())
+    print(json.dumps(predictor.metadata.get('fit_metrics', {}), indent=2))
+    return 0
+
+
+def cmd_predictor_rebuild(args) -> int:
+    from nni_bigLittle.hw_predictors.devices import BUNDLED_DIR, format_fit_report, rebuild_bundled
+    out = args.out or BUNDLED_DIR
+    reports = rebuild_bundled(args.data, out_dir=out, names=args.only or None, progress=not args.quiet)
+    print(format_fit_report(reports))
+    return 0
+
+
+def cmd_predictor_predict(args) -> int:
+    from nni_bigLittle.hw_predictors.devices import list_bundled, load_predictor
+    from nni_bigLittle.hw_predictors.kernels import detect_kernels, torch_to_onnx
+    from nni_bigLittle.hw_predictors.model_refs import resolve_model
+    from nni_bigLittle.hw_predictors.predictor import PredictorError
+
+    ref = resolve_model(args.model, args.input, preset=args.preset, num_classes=args.num_classes)
+    devices = [r['name'] for r in list_bundled() if r['metric'] == 'latency'] if args.device == 'all' \
+        else [d.strip() for d in args.device.split(',')]
+    sources = ('torch', 'onnx') if args.source == 'both' else (args.source,)
+    # kernels once per part and source; predictions per device
+    kernels = {}
+    for part, (module, onnx_model, shape) in ref.parts.items():
+        if module is not None and 'torch' in sources:
+            kernels[(part, 'torch')] = detect_kernels(module, 'torch', shape)
+        if 'onnx' in sources:
+            graph = onnx_model if onnx_model is not None else torch_to_onnx(module, shape)
+            kernels[(part, 'onnx')] = detect_kernels(graph, 'onnx', shape if onnx_model is None else None)
+    first = next(iter(kernels.values()))
+    print(f'{ref.name}: {len(ref.parts)} part(s); {len(first)} kernels, {sum(k.flops for k in first) / 1e6:.2f} MMACs '
+          f'in {next(iter(ref.parts))!r}')
+    records = []
+    for device in devices:
+        predictors = {'latency': load_predictor(device, metric='latency')}
+        try:
+            predictors['energy'] = load_predictor(device, metric='energy')
+        except PredictorError:
+            pass
+        for metric, predictor in predictors.items():
+            for part in ref.parts:
+                row = {'device': device, 'metric': metric, 'unit': predictor.unit, 'part': part}
+                for source in sources:
+                    if (part, source) not in kernels:
+                        continue
+                    pred = predictor.predict_kernels(kernels[(part, source)])
+                    row[source] = pred.total
+                    row['uncovered'] = len(pred.uncovered)
+                    row['extrapolated'] = len(pred.extrapolated)
+                if 'torch' in row and 'onnx' in row:
+                    row['diff_pct'] = 100 * abs(row['torch'] - row['onnx']) / max(abs(row['torch']), 1e-12)
+                records.append(row)
+            if ref.arch is not None:
+                p = args.escalation
+                source = sources[0]
+                little, tail = (next(r[source] for r in records if r['device'] == device and r['metric'] == metric
+                                     and r['part'] == part) for part in ('little', 'big_tail'))
+                records.append({'device': device, 'metric': metric, 'unit': predictor.unit,
+                                'part': f'expected@{p:g}', source: little + p * tail})
+    if args.json:
+        print(json.dumps(records, indent=2))
+        return 0
+    print(f'{"device":<24} {"metric":<7} {"part":<14} ' + ' '.join(f'{s:>12}' for s in sources)
+          + f' {"diff":>7} {"unit":<5} {"uncov.":>6} {"extrap.":>7}  (predicted)')
+    for r in records:
+        values = ' '.join(f'{r[s]:>12.4f}' if s in r else f'{"":>12}' for s in sources)
+        diff = f'{r["diff_pct"]:>6.2f}%' if 'diff_pct' in r else f'{"":>7}'
+        print(f'{r["device"]:<24} {r["metric"]:<7} {r["part"]:<14} {values} {diff} {r["unit"]:<5} '
+              f'{r.get("uncovered", ""):>6} {r.get("extrapolated", ""):>7}')
+    return 0
+
+
+def cmd_predictor_build_local(args) -> int:
+    from nni_bigLittle.hw_predictors.builder import BuildConfig, build_local_predictor
+    config = BuildConfig(threads=args.threads, seed=args.seed, budget_minutes=args.budget_minutes, out=args.out,
+                         work_dir=args.work_dir, report_dir=args.report_dir, validate=args.validate,
+                         calibrate=args.calibrate, rounds=args.rounds, network_passes=args.passes,
+                         regressor=args.regressor, imagenet_archs=0 if args.no_imagenet else 3,
+                         timm_models=tuple(args.timm or ()), progress=not args.quiet)
+    result = build_local_predictor(config)
+    summary = result.summary
+    if args.json:
+        print(json.dumps({'path': str(result.path), 'summary': summary, 'rounds': result.rounds,
+                          'elapsed_s': result.elapsed_s, 'new_measurements': result.n_new_measurements}, indent=2))
+    return 0
+
+
 def build_parser() -> argparse.ArgumentParser:
     from nni_bigLittle import __version__
     parser = argparse.ArgumentParser(prog='nni-biglittle', description=__doc__.splitlines()[0])
@@ -95,6 +199,62 @@ def build_parser() -> argparse.ArgumentParser:
     info.add_argument('--val-size', type=float, default=None, help='validation size: count or fraction')
     info.add_argument('--seed', type=int, default=0)
     info.set_defaults(func=cmd_data_info)
+
+    pred = sub.add_parser('predictor', help='hardware latency / energy predictors')
+    pred_sub = pred.add_subparsers(dest='predictor_command', required=True)
+    p = pred_sub.add_parser('list', help='bundled predictors with data source and held-out accuracy')
+    p.set_defaults(func=cmd_predictor_list)
+    p = pred_sub.add_parser('show', help='describe one predictor (routes, metadata, fit metrics)')
+    p.add_argument('name')
+    p.add_argument('--metric', default='latency', choices=('latency', 'energy'))
+    p.set_defaults(func=cmd_predictor_show)
+    p = pred_sub.add_parser('rebuild', help='refit the bundled predictors from the measurement data')
+    p.add_argument('--data', required=True, help='the latency data folder (e.g. ../shared/data/latency)')
+    p.add_argument('--out', default=None, help='write here instead of the package\'s bundled folder')
+    p.add_argument('--only', action='append', help='rebuild only this predictor (repeatable)')
+    p.add_argument('--quiet', action='store_true')
+    p.set_defaults(func=cmd_predictor_rebuild)
+    p = pred_sub.add_parser('predict', help='predict the latency (and energy) of a model on devices')
+    p.add_argument('--device', default='all', help='predictor name(s), comma separated, or "all" (default)')
+    p.add_argument('--model', required=True,
+                   help='timm:<name>, torchvision:<name>, biglittle:<preset>[:seed=<n>], sample .json or .onnx')
+    p.add_argument('--input', default=None, help='input shape NxCxHxW (default 1x3x224x224, or the space\'s)')
+    p.add_argument('--source', default='both', choices=('torch', 'onnx', 'both'),
+                   help='detect kernels from the PyTorch module, its ONNX export, or both (default)')
+    p.add_argument('--preset', default='cifar', help='space of a sample .json (default cifar)')
+    p.add_argument('--num-classes', type=int, default=None)
+    p.add_argument('--escalation', type=float, default=0.3, help='escalation rate for big/little models')
+    p.add_argument('--json', action='store_true')
+    p.set_defaults(func=cmd_predictor_predict)
+    p = pred_sub.add_parser('build-local', help="profile this machine (ONNX Runtime, CPU) and build its predictor "
+                                                "with nn-Meter's method (prior, refinement, validation)")
+    p.add_argument('--threads', type=int, default=1, help='ONNX Runtime intra-op threads (default 1)')
+    p.add_argument('--out', default=None,
+                   help='predictor file (default: $NNI_BIGLITTLE_PREDICTORS or ~/.cache/nni_bigLittle/predictors, '
+                        'local_cpu_ort.npz)')
+    p.add_argument('--work-dir', default=None, help='measurement cache; a killed build resumes from it '
+                                                    '(default: beside the predictor, local_cpu_ort.work)')
+    p.add_argument('--budget-minutes', type=float, default=20.0, help='time cap of the whole build (default 20)')
+    p.add_argument('--validate', type=int, default=20,
+                   help='validation seeds, each a little path and a big network of the cifar preset (default 20)')
+    p.add_argument('--calibrate', type=int, default=30, help='calibration seeds, disjoint from validation (default 30)')
+    p.add_argument('--rounds', type=int, default=5, help='adaptive refinement rounds (default 5)')
+    p.add_argument('--passes', type=int, default=5,
+                   help='end-to-end passes over the networks, spread over the build (default 5)')
+    p.add_argument('--regressor', default='random-forest',
+                   choices=('random-forest', 'extra-trees', 'gradient-boosting'),
+                   help='kernel regressor (default random-forest)')
+    p.add_argument('--seed', type=int, default=0)
+    p.add_argument('--no-imagenet', action='store_true', help='leave imagenet-preset kernels out of the prior')
+    p.add_argument('--timm', action='append', metavar='MODEL',
+                   help='add the kernels of a timm model at 224x224 to the prior (repeatable), '
+                        'e.g. mobilenetv3_large_100')
+    p.add_argument('--report-dir', default=None,
+                   help='write the validation report (README.md, validation.csv) here, e.g. '
+                        'benchmarks/results/local_cpu_ort')
+    p.add_argument('--quiet', action='store_true', help='no progress bars')
+    p.add_argument('--json', action='store_true', help='also print the summary as JSON')
+    p.set_defaults(func=cmd_predictor_build_local)
     return parser
 
 
@@ -105,7 +265,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     from nni_bigLittle.data import DataError
     try:
         return args.func(args)
-    except (DataError, ValueError) as err:
+    except (DataError, ValueError, FileNotFoundError) as err:
         print(f'error: {err}', file=sys.stderr)
         return 2
 
