@@ -548,10 +548,12 @@ def prior_configs(rng: random.Random, cifar_archs: int = 40, imagenet_archs: int
         for pool in with_type:
             quota = int(round(n * weights[pool.name] / sum(weights[p.name] for p in with_type)))
             ranges = pool.ranges(kernel_type)
+            # perturb mostly around the networks' own kernels (stem and head convolutions, blocks), less around parts
+            top = [c for c in pool.observed[kernel_type] if c.key() in pool.top]
             made, tries = 0, 0
             while made < quota and tries < 20 * quota + 20:
                 tries += 1
-                base = rng.choice(pool.observed[kernel_type])
+                base = rng.choice(top if top and rng.random() < 0.7 else pool.observed[kernel_type])
                 made += take(perturb(base, rng, ranges))
         if not with_type or kernel_type in ('eltwise', 'fc', 'add', 'global-pool'):
             extra = n if not with_type else n // 3
