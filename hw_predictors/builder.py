@@ -63,7 +63,8 @@ import numpy as np
 
 from nni_bigLittle.arch import BlockConfig, make_divisible, se_channels
 from nni_bigLittle.hw_predictors.kernels import BYTES_PER_ELEMENT, Kernel, detect_kernels, torch_to_onnx
-from nni_bigLittle.hw_predictors.predictor import ForestModel, KernelLatencyPredictor, regression_metrics
+from nni_bigLittle.hw_predictors.predictor import ForestModel, KernelLatencyPredictor, network_term_value, \
+    regression_metrics
 
 __all__ = [
     'PREDICTOR_NAME', 'PROFILED_TYPES', 'REGRESSORS', 'BuildConfig', 'BuildError', 'BuildResult', 'KernelConfig',
@@ -876,10 +877,7 @@ def network_term_ms(term: dict[str, Any] | None, kernels: Sequence[Kernel]) -> f
     A sum of per-kernel costs cannot express it: whether a kernel's weights are still cached depends on
     everything else the network touched since the kernel last ran, i.e. on the whole network.
     """
-    if not term or term.get('kind') != 'weight_streaming' or not term.get('ms_per_mb'):
-        return 0.0
-    w = weight_mb(kernels)
-    return float(term['ms_per_mb'] * w * _sigmoid((w - term['center_mb']) / term['width_mb']))
+    return network_term_value(term, kernels)  # the one evaluation the predictor also uses
 
 
 def predict_latency_ms(predictor: KernelLatencyPredictor, kernels: Sequence[Kernel]) -> float:

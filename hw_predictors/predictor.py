@@ -41,7 +41,7 @@ from nni_bigLittle.hw_predictors.kernels import FEATURE_NAMES, Kernel, detect_ke
 __all__ = [
     'FORMAT', 'BASIS_NAMES', 'PredictorError', 'ForestModel', 'LinearComponentModel', 'KernelPrediction',
     'Prediction', 'KernelLatencyPredictor', 'component_basis', 'work', 'regression_metrics', 'random_forest',
-    'fit_kernel_predictor',
+    'fit_kernel_predictor', 'network_term_value',
 ]
 
 FORMAT = 'nni_bigLittle.predictor/1'
@@ -390,12 +390,7 @@ class KernelLatencyPredictor:
         width_mb)`` with ``W`` the network's fp32 weight megabytes — weights that no longer fit in the
         per-core L2 cache stream from L3 on every inference. Zero for predictors without the term.
         """
-        term = self.metadata.get('network_term')
-        if not term or term.get('kind') != 'weight_streaming' or not term.get('ms_per_mb'):
-            return 0.0
-        w = sum(k.params for k in kernels) * 4 / 1e6
-        x = float(np.clip((w - term['center_mb']) / term['width_mb'], -60, 60))
-        return float(term['ms_per_mb'] * w / (1.0 + np.exp(-x)))
+        return network_term_value(self.metadata.get('network_term'), kernels)
 
     def predict_kernels(self, kernels: Sequence[Kernel]) -> Prediction:
         items = [self._predict_one(k) for k in kernels]
@@ -514,6 +509,15 @@ class KernelLatencyPredictor:
         for note in m.get('notes', []):
             lines.append(f'  note: {note}')
         return '\n'.join(lines)
+
+
+def network_term_value(term: dict[str, Any] | None, kernels: Sequence[Kernel]) -> float:
+    """Evaluate a ``metadata['network_term']`` record on a network's kernels (0 without one)."""
+    if not term or term.get('kind') != 'weight_streaming' or not term.get('ms_per_mb'):
+        return 0.0
+    w = sum(k.params for k in kernels) * 4 / 1e6  # fp32 weight megabytes
+    x = float(np.clip((w - term['center_mb']) / term['width_mb'], -60, 60))
+    return float(term['ms_per_mb'] * w / (1.0 + np.exp(-x)))
 
 
 def _dynamic_only(model, input_shape):
