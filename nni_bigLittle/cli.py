@@ -2,7 +2,7 @@
 
 Subcommands so far: ``space show`` / ``space sample`` (inspect the search space), ``data info``
 (check a dataset and its splits), ``predictor list|show|rebuild|predict|build-local`` (hardware
-cost predictors). Later subcommands (run, export, bench, report) plug in here.
+cost predictors), ``cotrain`` (co-train a supernet, resumable). Later subcommands (run, export, bench, report) plug in here.
 """
 from __future__ import annotations
 
@@ -255,7 +255,82 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument('--quiet', action='store_true', help='no progress bars')
     p.add_argument('--json', action='store_true', help='also print the summary as JSON')
     p.set_defaults(func=cmd_predictor_build_local)
+    _add_training_commands(sub)
     return parser
+
+
+def cmd_cotrain(args) -> int:
+    from nni_bigLittle.pipeline import load_config, train_supernet
+    config = load_config(args.config)
+    if args.threads is not None:
+        config['threads'] = args.threads
+    for item in args.set or []:
+        key, _, value = item.partition('=')
+        if not _:
+            raise ValueError(f'--set needs KEY=VALUE, got {item!r}.')
+        import yaml
+        config[key] = yaml.safe_load(value)
+    train_supernet(config, args.run_dir, progress=not args.quiet, trace_steps=args.trace_steps)
+    return 0
+
+
+def cmd_search(args) -> int:
+    from nni_bigLittle.pipeline import search_stage
+    search_stage(args.run_dir, progress=not args.quiet, devices=args.device, metric=args.metric,
+                 population=args.population, generations=args.generations, budget=args.budget, seed=args.seed)
+    return 0
+
+
+def cmd_evaluate(args) -> int:
+    from nni_bigLittle.pipeline import evaluate_stage
+    rows = evaluate_stage(args.run_dir, count=args.count)['rows']
+    print((__import__('pathlib').Path(args.run_dir) / 'results' / 'front_models.md').read_text())
+    return 0 if rows else 1
+
+
+def cmd_ablation(args) -> int:
+    from nni_bigLittle.pipeline import ablation_stage
+    ablation_stage(args.run_dir, device=args.device, progress=not args.quiet)
+    print((__import__('pathlib').Path(args.run_dir) / 'results' / 'ablation_cotraining.md').read_text())
+    return 0
+
+
+def _add_training_commands(sub) -> None:
+    p = sub.add_parser('cotrain', help='co-train a big/little supernet (sandwich or progressive shrinking); '
+                                       're-run the same command to resume')
+    p.add_argument('config', help='training config YAML (see nni_bigLittle.pipeline)')
+    p.add_argument('--run-dir', required=True, help='run folder (created, or resumed when it holds this config)')
+    p.add_argument('--threads', type=int, help='torch threads (may differ between resumes)')
+    p.add_argument('--set', action='append', metavar='KEY=VALUE', help='override a config key (YAML value)')
+    p.add_argument('--quiet', action='store_true', help='no progress bar')
+    p.add_argument('--trace-steps', action='store_true', help='log every step (batch, sampled pairs) to steps.csv')
+    p.set_defaults(func=cmd_cotrain)
+
+    p = sub.add_parser('search', help='multi-objective evolution (NSGA-II) on the trained supernet of a cotrain run; '
+                                      'the Pareto front per device; re-run to resume')
+    p.add_argument('run_dir', help='a finished cotrain run folder')
+    p.add_argument('--device', action='append', help='predictor name (repeatable; default: raspberry_pi_4 and '
+                                                     'jetson_nano_trt_fp32)')
+    p.add_argument('--metric', choices=('latency', 'energy', 'macs'))
+    p.add_argument('--population', type=int)
+    p.add_argument('--generations', type=int)
+    p.add_argument('--budget', type=float, help='single-budget mode: the most accurate pair within this cost')
+    p.add_argument('--seed', type=int)
+    p.add_argument('--quiet', action='store_true')
+    p.set_defaults(func=cmd_search)
+
+    p = sub.add_parser('evaluate', help='test-split numbers of models across each searched front, next to the '
+                                        'largest and smallest static subnets')
+    p.add_argument('run_dir')
+    p.add_argument('--count', type=int, default=3, help='models per front (spread over the cost axis)')
+    p.set_defaults(func=cmd_evaluate)
+
+    p = sub.add_parser('ablation', help='co-trained pair vs the same architectures trained independently and '
+                                        'cascaded (same recipe and epochs); resumable')
+    p.add_argument('run_dir')
+    p.add_argument('--device', default='raspberry_pi_4', help='whose front supplies the pair')
+    p.add_argument('--quiet', action='store_true')
+    p.set_defaults(func=cmd_ablation)
 
 
 def main(argv: Sequence[str] | None = None) -> int:
@@ -263,9 +338,10 @@ def main(argv: Sequence[str] | None = None) -> int:
     if getattr(args, 'val_size', None) is not None and args.val_size >= 1:
         args.val_size = int(args.val_size)
     from nni_bigLittle.data import DataError
+    from nni_bigLittle.runs import RunConfigMismatch
     try:
         return args.func(args)
-    except (DataError, ValueError, FileNotFoundError) as err:
+    except (DataError, ValueError, FileNotFoundError, RunConfigMismatch) as err:
         print(f'error: {err}', file=sys.stderr)
         return 2
 

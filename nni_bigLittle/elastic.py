@@ -15,7 +15,7 @@ strategies the same modules under their own policy.
 """
 from __future__ import annotations
 
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import torch
 from torch import nn
@@ -275,8 +275,10 @@ class ElasticRouter(BaseSuperNetModule):
     it is calibrated after the search (see :func:`calibrate_threshold`).
     """
 
-    def __init__(self, in_features: int, hidden: int, policies: Sequence[str], thresholds: Sequence[float]):
+    def __init__(self, in_features: int, hidden: int, policies: Sequence[str], thresholds: Sequence[float],
+                 repair: Callable[[dict[str, Any]], dict[str, Any]] | None = None):
         super().__init__()
+        self.repair = repair  # sample -> valid sample, applied by export()
         with label_scope('router'):
             self.policy_choice = self.add_mutable(Categorical(list(policies), label='policy'))
             self.threshold_choice = self.add_mutable(Categorical(list(thresholds), label='threshold'))
@@ -298,7 +300,15 @@ class ElasticRouter(BaseSuperNetModule):
         return chosen
 
     def export(self, memo: dict[str, Any]) -> dict[str, Any]:
-        return {label: value for label, value in self._choose(memo).items() if label not in memo}
+        """The router's labels; and, when ``memo`` holds every other label (NNI exports the modules in
+        order and the router comes last) and ``repair`` was given, the changes that make the pair valid
+        (an independently drawn little network may come out costlier than the big one)."""
+        chosen = {label: value for label, value in self._choose(memo).items() if label not in memo}
+        if self.repair is not None:
+            sample = {**memo, **chosen}
+            repaired = self.repair(sample)
+            chosen.update({label: value for label, value in repaired.items() if sample.get(label) != value})
+        return chosen
 
     @property
     def active_policy(self) -> str:

@@ -12,6 +12,7 @@ subnet (NNI's ``resample(memo)`` on every supernet module); ``forward`` then ret
 """
 from __future__ import annotations
 
+import functools
 import random as _random
 from typing import Any, Mapping
 
@@ -30,9 +31,11 @@ from nni_bigLittle.model import BigLittleForward, BigLittleModel
 from nni_bigLittle.ops import ConvBNAct
 from nni_bigLittle.arch import ConvConfig
 from nni_bigLittle.search_spaces.presets import get_preset
-from nni_bigLittle.search_spaces.spec import SpaceSpec, little_stage_specs
+from nni_bigLittle.search_spaces.spec import SpaceSpec, little_stage_specs, make_valid
 
-__all__ = ['BigLittleSpace', 'LittleBranch']
+__all__ = ['BigLittleSpace', 'LittleBranch', 'SUPERNET_FORMAT']
+
+SUPERNET_FORMAT = 'nni_bigLittle.supernet/1'
 
 
 def _stage(spec: SpaceSpec, in_channels: Any, stage, depth_choices) -> ElasticStage:
@@ -75,15 +78,23 @@ class BigLittleSpace(BigLittleForward, ModelSpace):
         ``'cifar'`` (32x32) or ``'imagenet'`` (224x224), or a ``SpaceSpec``.
     num_classes, resolution
         Override the preset's.
+    repair_invalid
+        ``False`` (default): a sample whose little network is not cheaper than its big one is
+        rejected (``check_contains`` returns the error, ``freeze`` raises it). ``True``: such a sample
+        counts as contained and ``freeze`` builds its deterministic repair (:func:`make_valid`: the
+        little network shrunk). NNI's HPO-tuner strategies (``TPE``, ``Anneal``, ...) draw every label
+        independently and stop at the first sample the space rejects (about 16 % of independent draws
+        on the cifar preset are invalid), so use ``repair_invalid=True`` with them.
     **options
         Any other ``SpaceSpec`` field, e.g. ``depth_choices=(1, 2)`` for a small test space.
     """
 
     def __init__(self, preset: str | SpaceSpec = 'cifar', num_classes: int | None = None,
-                 resolution: int | None = None, **options: Any):
+                 resolution: int | None = None, repair_invalid: bool = False, **options: Any):
         super().__init__()
         spec = get_preset(preset, num_classes=num_classes, resolution=resolution, **options)
         self.spec = spec
+        self.repair_invalid = bool(repair_invalid)
         self.stem = ConvBNAct.from_config(ConvConfig(3, spec.stem_channels, 3, spec.stem_stride, spec.stem_act))
         feature_channels: list[Any] = [spec.stem_channels]
         trunk = []
@@ -100,13 +111,22 @@ class BigLittleSpace(BigLittleForward, ModelSpace):
         self.big_head = ElasticHead(feature_channels[-1], spec.big_head_channels, spec.num_classes, spec.head_act,
                                     spec.dropout)
         self.router = ElasticRouter(spec.little_head_channels + spec.num_classes, spec.router_hidden,
-                                    spec.policy_choices, spec.threshold_choices)
+                                    spec.policy_choices, spec.threshold_choices,
+                                    repair=functools.partial(_repair_complete_sample, spec))
         self._active: dict[str, Any] | None = None
 
     # ----- samples ------------------------------------------------------------------------------------------
     def check_contains(self, sample: Mapping[str, Any]) -> SampleValidationError | None:
-        """NNI's validation hook: ``None`` when ``sample`` is a valid big/little pair, else the error."""
-        return self.spec.check(sample)
+        """NNI's validation hook: ``None`` when ``sample`` is a valid big/little pair (or, with
+        ``repair_invalid``, one :func:`make_valid` can repair), else the error."""
+        error = self.spec.check(sample)
+        if error is not None and self.repair_invalid:
+            try:
+                make_valid(self.spec, sample)
+            except SampleValidationError as err:
+                return err
+            return None
+        return error
 
     def random(self, memo: dict[str, Any] | None = None, random_state: Any = None) -> dict[str, Any]:
         """A random valid sample as a flat ``{label: value}`` dict (labels in ``memo`` are kept).
@@ -179,11 +199,47 @@ class BigLittleSpace(BigLittleForward, ModelSpace):
 
         return [keep_supernet_modules]
 
+    # ----- saving ------------------------------------------------------------------------------------------------
+    def save(self, path, **extra: Any) -> None:
+        """Write the spec and the supernet weights to ``path`` (``torch.save``; ``extra`` is stored alongside)."""
+        import dataclasses
+        state = {key: value for key, value in self.state_dict().items() if '_arch_alpha' not in key}
+        torch.save({'format': SUPERNET_FORMAT, 'spec': dataclasses.asdict(self.spec), 'state_dict': state,
+                    **extra}, path)
+
+    @classmethod
+    def load(cls, path) -> 'BigLittleSpace':
+        """A fresh (path-sampling) space with the weights saved by :meth:`save`, in eval mode.
+
+        A co-training checkpoint (Lightning ``.ckpt`` of :mod:`nni_bigLittle.strategies.cotraining`) is
+        accepted too.
+        """
+        from nni_bigLittle.search_spaces.spec import StageSpec
+        try:
+            payload = torch.load(path, map_location='cpu', weights_only=False)
+        except FileNotFoundError:
+            raise FileNotFoundError(f'No supernet file at {path}.') from None
+        except Exception as err:
+            raise ValueError(f'{path} is not a readable supernet file ({type(err).__name__}: {err}).') from err
+        if isinstance(payload, dict) and 'biglittle_supernet' in payload:  # a co-training checkpoint
+            payload = payload['biglittle_supernet']
+        if not isinstance(payload, dict) or payload.get('format') != SUPERNET_FORMAT:
+            raise ValueError(f'{path} is not a supernet saved by BigLittleSpace.save (expected format '
+                             f'{SUPERNET_FORMAT!r}).')
+        fields = dict(payload['spec'])
+        fields['trunk'] = tuple(StageSpec(**stage) for stage in fields['trunk'])
+        for key, value in fields.items():
+            if isinstance(value, list):
+                fields[key] = tuple(value)
+        space = cls(SpaceSpec(**fields))
+        space.load_state_dict(payload['state_dict'])
+        return space.eval()
+
     # ----- freezing ---------------------------------------------------------------------------------------------
     @torch.no_grad()
     def freeze(self, sample: Mapping[str, Any]) -> BigLittleModel:
         """The standalone ``BigLittleModel`` of ``sample``, with the supernet's weights (sliced)."""
-        sample = dict(sample)
+        sample = make_valid(self.spec, sample) if self.repair_invalid else dict(sample)
         arch = self.spec.decode(sample)
         model = BigLittleModel(arch)
         model.stem.load_state_dict(self.stem.state_dict())
@@ -193,6 +249,11 @@ class BigLittleSpace(BigLittleForward, ModelSpace):
         self.big_head.extract_into(model.big_head, sample)
         model.router = self.router.extract(sample)
         return model.train(self.training)
+
+
+def _repair_complete_sample(spec: SpaceSpec, sample: dict[str, Any]) -> dict[str, Any]:
+    """A sample holding every label made valid (:func:`make_valid`); a partial one unchanged."""
+    return make_valid(spec, sample) if set(spec.choices()) <= set(sample) else sample
 
 
 def _as_rng(random_state: Any):

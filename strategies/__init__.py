@@ -1,5 +1,10 @@
-"""Co-training and search strategies for ``BigLittleSpace`` (sandwich co-training, progressive
-shrinking, multi-objective evolution, latency-target search, the NNI tuner).
+"""Co-training and search strategies for ``BigLittleSpace``.
 
-``differentiable``: the relaxation that lets NNI's ``DARTS``, ``GumbelDARTS`` and ``Proxyless`` run on
-the space (wired in through ``BigLittleSpace.extra_oneshot_hooks``)."""
+- ``cotraining``: ``SandwichCoTraining`` and ``ProgressiveShrinking`` (NNI one-shot strategies) with
+  the ``CoTrainingModule`` recipe (joint loss of ``nni_bigLittle.losses``) and resumable data order.
+- ``evolution``: NSGA-II multi-objective search on a trained supernet (``search_supernet``) and as an
+  NNI multi-trial strategy (``MultiObjectiveEvolution``).
+- ``latency_target``: LightNAS latency-target search (``L + lam * (LAT/T - 1)``, lam learned by ascent).
+- ``differentiable``: the relaxation that lets NNI's ``DARTS``, ``GumbelDARTS`` and ``Proxyless`` run on
+  the space (wired in through ``BigLittleSpace.extra_oneshot_hooks``).
+"""

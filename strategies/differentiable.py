@@ -69,8 +69,6 @@ mixtures, so their running statistics fit no single subnet: re-calibrate the fro
 from __future__ import annotations
 
 import itertools
-import math
-import numbers
 from typing import Any, Callable, Iterator, Mapping, Sequence
 
 import torch
@@ -87,7 +85,7 @@ from nni.nas.oneshot.pytorch.supermodule.sampling import PathSamplingLayer
 
 from nni_bigLittle.router import router_confidence
 from nni_bigLittle.search_spaces.space import LittleBranch
-from nni_bigLittle.search_spaces.spec import InvalidSampleError, SpaceSpec
+from nni_bigLittle.search_spaces.spec import SpaceSpec, _same as _same_value, make_valid  # noqa: F401 (re-export)
 
 __all__ = [
     'MODES', 'ArchitectureWeights', 'DifferentiableOpPolicy', 'DifferentiableStage', 'DifferentiableFork',
@@ -519,66 +517,6 @@ class DifferentiableRouter(_RelaxedModule, ElasticRouter):
             repaired = make_valid(spec, sample)
             chosen.update({label: value for label, value in repaired.items() if sample[label] != value})
         return chosen
-
-
-# ----- repair ------------------------------------------------------------------------------------------------
-
-def make_valid(spec: SpaceSpec, sample: Mapping[str, Any]) -> dict[str, Any]:
-    """``sample`` unchanged if valid; else the same big network with its little network shrunk until
-    it is cheaper than the big one. Deterministic:
-
-    1. lower ``little/s{i}/depth`` one allowed value at a time, last little stage first;
-    2. then lower ``little/s{i}/width`` the same way;
-    3. then, with the smallest little stages, move ``little/fork`` to the valid fork point nearest
-       to the chosen one (the earlier one on a tie).
-
-    Raises :class:`InvalidSampleError` for a malformed sample (missing, unknown or out-of-range
-    labels: those are not repaired), or when no little network is cheaper than the big one.
-    """
-    sample = dict(sample)
-    error = spec.check(sample)
-    if error is None:
-        return sample
-    malformed = _malformed(spec, sample)
-    if malformed is not None:
-        raise malformed
-    for kind, allowed in (('depth', spec.little_depth_choices), ('width', spec.width_choices)):
-        ordered = sorted(allowed)
-        for i in reversed(range(spec.little_stages)):
-            label = f'little/s{i}/{kind}'
-            while True:
-                lower = [v for v in ordered if v < sample[label] - 1e-9]
-                if not lower:
-                    break
-                sample[label] = lower[-1]
-                if spec.check(sample) is None:
-                    return sample
-    chosen_fork = int(sample['little/fork'])
-    for fork in sorted(spec.forks, key=lambda f: (abs(f - chosen_fork), f)):
-        candidate = {**sample, 'little/fork': fork}
-        if spec.check(candidate) is None:
-            return candidate
-    raise InvalidSampleError('No little network of this space is cheaper than the big network of the sample '
-                             f'{dict(sample)}; widen or deepen the trunk.', label='little/fork', allowed=spec.forks)
-
-
-def _malformed(spec: SpaceSpec, sample: Mapping[str, Any]) -> InvalidSampleError | None:
-    """The error of a missing, unknown or out-of-range label (``None`` if every label is in range)."""
-    choices = spec.choices()
-    for label in sample:
-        if label not in choices:
-            return InvalidSampleError(f'Unknown label {label!r} in sample.', label=label, allowed=sorted(choices))
-    for label, allowed in choices.items():
-        if label not in sample or not any(_same_value(sample[label], a) for a in allowed):
-            return InvalidSampleError(f'{label!r} = {sample.get(label)!r} is missing or out of range; allowed values: '
-                                      f'{list(allowed)}.', label=label, allowed=allowed)
-    return None
-
-
-def _same_value(value: Any, allowed: Any) -> bool:
-    if isinstance(value, str) or isinstance(allowed, str) or isinstance(value, bool):
-        return value == allowed
-    return isinstance(value, numbers.Real) and math.isclose(float(value), float(allowed), abs_tol=1e-9)
 
 
 def export_sample(supernet: nn.Module) -> dict[str, Any]:

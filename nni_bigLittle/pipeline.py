@@ -1,0 +1,515 @@
+"""Pipeline stages run from a YAML config: co-train the supernet (this module), search it, export, report.
+
+``nni-biglittle cotrain CONFIG --run-dir DIR`` calls :func:`train_supernet`, which drives NNI:
+``NasExperiment(BigLittleSpace(...), Lightning(CoTrainingModule(...), Trainer(...)), SandwichCoTraining(...))``.
+Re-running the same command resumes from ``DIR/checkpoints/last.ckpt``; a finished run is not redone.
+
+Training config keys (defaults in :data:`TRAIN_DEFAULTS`)::
+
+    dataset: cifar10            # digits | cifar10 | cifar100 | fashion_mnist | imagefolder
+    data_root: null             # folder or file; null searches the default places
+    val_size: 5000              # seeded stratified validation split of the training set
+    train_subset: null          # use only the first N (shuffled, seeded) training items
+    augment: standard
+    space: {preset: cifar}      # + any SpaceSpec override, e.g. width_choices: [0.5, 1.0]
+    strategy: sandwich          # sandwich | progressive
+    strategy_options: {}        # sandwich: num_random; progressive: phase_epochs, samples_per_step
+    epochs: 16
+    batch_size: 128
+    optimizer: {learning_rate: 0.1, momentum: 0.9, weight_decay: 4.0e-5, nesterov: true, warmup_epochs: 1}
+    loss: {}                    # LossWeights fields (nni_bigLittle.losses)
+    checkpoint_every: 50        # training steps between checkpoints (and at every epoch end)
+    limit_train_batches: null   # cap batches per epoch (quick runs)
+    seed: 0
+    threads: null               # torch threads (may change between resumes)
+"""
+from __future__ import annotations
+
+import copy
+import os
+import time
+from pathlib import Path
+from typing import Any, Mapping
+
+import yaml
+
+from nni_bigLittle.runs import RunFolder, environment
+
+__all__ = ['TRAIN_DEFAULTS', 'STRATEGIES', 'resolve_train_config', 'load_config', 'train_supernet', 'ConfigError']
+
+TRAIN_DEFAULTS: dict[str, Any] = {
+    'dataset': 'cifar10', 'data_root': None, 'val_size': 5000, 'train_subset': None, 'augment': 'standard',
+    'space': {'preset': 'cifar'}, 'strategy': 'sandwich', 'strategy_options': {}, 'epochs': 16, 'batch_size': 128,
+    'optimizer': {'learning_rate': 0.1, 'momentum': 0.9, 'weight_decay': 4.0e-5, 'nesterov': True,
+                  'warmup_epochs': 1.0},
+    'loss': {}, 'checkpoint_every': 50, 'limit_train_batches': None, 'seed': 0, 'threads': None,
+}
+STRATEGIES = ('sandwich', 'progressive')
+
+
+class ConfigError(ValueError):
+    """A config that cannot run; the message names the key and what is allowed."""
+
+
+def load_config(path: str | os.PathLike) -> dict[str, Any]:
+    path = Path(path)
+    if not path.is_file():
+        raise ConfigError(f'Config file {path} does not exist.')
+    try:
+        data = yaml.safe_load(path.read_text())
+    except yaml.YAMLError as err:
+        raise ConfigError(f'{path} is not valid YAML: {err}') from None
+    if not isinstance(data, dict):
+        raise ConfigError(f'{path} must hold a mapping of config keys, got {type(data).__name__}.')
+    return data
+
+
+def resolve_train_config(config: Mapping[str, Any]) -> dict[str, Any]:
+    """Fill defaults and check every key and value (nothing is loaded or trained)."""
+    from nni_bigLittle.data import AUGMENTATIONS, available_datasets
+    from nni_bigLittle.losses import LossWeights
+    unknown = sorted(set(config) - set(TRAIN_DEFAULTS))
+    if unknown:
+        raise ConfigError(f'Unknown training config key(s) {unknown}; valid keys: {sorted(TRAIN_DEFAULTS)}.')
+    cfg = copy.deepcopy(TRAIN_DEFAULTS)
+    for key, value in config.items():
+        if isinstance(cfg.get(key), dict) and isinstance(value, Mapping) and key != 'strategy_options':
+            cfg[key] = {**cfg[key], **value}
+        else:
+            cfg[key] = copy.deepcopy(value)
+    if cfg['dataset'] not in available_datasets():
+        raise ConfigError(f'dataset {cfg["dataset"]!r} is unknown; choose one of {available_datasets()}.')
+    if cfg['strategy'] not in STRATEGIES:
+        raise ConfigError(f'strategy {cfg["strategy"]!r} is unknown; choose one of {STRATEGIES}.')
+    if cfg['augment'] not in AUGMENTATIONS:
+        raise ConfigError(f'augment {cfg["augment"]!r} is unknown; choose one of {AUGMENTATIONS}.')
+    for key in ('epochs', 'batch_size', 'checkpoint_every'):
+        if not isinstance(cfg[key], int) or cfg[key] < 1:
+            raise ConfigError(f'{key} must be a positive integer, got {cfg[key]!r}.')
+    for key in ('train_subset', 'limit_train_batches', 'threads'):
+        if cfg[key] is not None and (not isinstance(cfg[key], int) or cfg[key] < 1):
+            raise ConfigError(f'{key} must be null or a positive integer, got {cfg[key]!r}.')
+    allowed_options = {'sandwich': {'num_random'}, 'progressive': {'phase_epochs', 'samples_per_step'}}
+    bad = sorted(set(cfg['strategy_options']) - allowed_options[cfg['strategy']])
+    if bad:
+        raise ConfigError(f'strategy_options {bad} do not apply to {cfg["strategy"]}; allowed: '
+                          f'{sorted(allowed_options[cfg["strategy"]])}.')
+    if cfg['strategy'] == 'progressive':
+        phases = cfg['strategy_options'].get('phase_epochs')
+        if phases is not None and sum(phases) != cfg['epochs']:
+            raise ConfigError(f'strategy_options.phase_epochs {phases} sum to {sum(phases)}, but epochs is '
+                              f'{cfg["epochs"]}; make them agree.')
+    bad = sorted(set(cfg['optimizer']) - set(TRAIN_DEFAULTS['optimizer']))
+    if bad:
+        raise ConfigError(f'Unknown optimizer key(s) {bad}; valid: {sorted(TRAIN_DEFAULTS["optimizer"])}.')
+    try:
+        LossWeights.from_dict(cfg['loss'])
+    except ValueError as err:
+        raise ConfigError(f'loss: {err}') from None
+    space = dict(cfg['space'])
+    if 'preset' not in space:
+        raise ConfigError('space needs a preset (cifar or imagenet), e.g. space: {preset: cifar}.')
+    return cfg
+
+
+def _build_space(space_cfg: Mapping[str, Any], num_classes: int, resolution: int):
+    from nni_bigLittle.search_spaces import BigLittleSpace
+    options = dict(space_cfg)
+    preset = options.pop('preset')
+    options.setdefault('num_classes', num_classes)
+    options.setdefault('resolution', resolution)
+    try:
+        return BigLittleSpace(preset, **options)
+    except (TypeError, ValueError) as err:
+        raise ConfigError(f'space: {err}') from None
+
+
+def load_training_data(cfg: Mapping[str, Any]):
+    """The dataset splits of a resolved config (train subset applied)."""
+    import numpy as np
+    import torch
+    from nni_bigLittle.data import load_dataset
+    splits = load_dataset(cfg['dataset'], cfg['data_root'], val_size=cfg['val_size'], seed=cfg['seed'],
+                          augment=cfg['augment'])
+    if cfg['train_subset'] is not None and cfg['train_subset'] < len(splits.train):
+        keep = np.random.default_rng(cfg['seed']).permutation(len(splits.train))[:cfg['train_subset']]
+        splits.train = torch.utils.data.Subset(splits.train, sorted(keep.tolist()))
+    return splits
+
+
+def train_supernet(config: Mapping[str, Any], run_dir: str | os.PathLike, progress: bool = True,
+                   trace_steps: bool = False) -> dict[str, Any]:
+    """Co-train a ``BigLittleSpace`` supernet (see the module docstring). Returns the status entry."""
+    cfg = resolve_train_config(config)
+    run = RunFolder(run_dir)
+    resumed = run.open(cfg, ignore=('threads',))
+    done = run.status().get('train', {})
+    if done.get('done'):
+        print(f'[cotrain] {run.path} is complete (supernet: {done["supernet"]}); nothing to do.')
+        return done
+
+    import torch
+    import nni_bigLittle._nni_compat  # noqa: F401
+    import nni.nas.strategy  # noqa: F401  (NNI import order: before the one-shot strategies)
+    from nni.nas.evaluator.pytorch import Lightning, Trainer
+    from nni.nas.experiment import NasExperiment
+    from torch.utils.data import DataLoader
+    from nni_bigLittle.strategies.cotraining import (
+        CoTrainingModule, ProgressiveShrinking, ResumableLoader, SandwichCoTraining)
+
+    if cfg['threads']:
+        torch.set_num_threads(cfg['threads'])
+    torch.manual_seed(cfg['seed'])
+    splits = load_training_data(cfg)
+    space = _build_space(cfg['space'], splits.num_classes, splits.resolution)
+    train_loader = ResumableLoader(splits.train, cfg['batch_size'], seed=cfg['seed'])
+    val_loader = DataLoader(splits.val, batch_size=256, shuffle=False)
+    checkpoint = run.last_checkpoint
+    if resumed and checkpoint is not None:
+        print(f'[cotrain] resuming {run.path} from {checkpoint.name}')
+    elif resumed:
+        print(f'[cotrain] {run.path} has no checkpoint yet; starting from scratch.')
+    module = CoTrainingModule(**cfg['optimizer'], loss=cfg['loss'])
+    trainer = Trainer(
+        max_epochs=cfg['epochs'], limit_train_batches=cfg['limit_train_batches'], accelerator='cpu'
+        if not torch.cuda.is_available() else 'auto', devices=1, logger=False, enable_checkpointing=False,
+        callbacks=[AtomicCheckpoint(run.checkpoints, cfg['checkpoint_every'])], num_sanity_val_steps=0,
+        enable_progress_bar=progress, enable_model_summary=False, default_root_dir=str(run.path))
+    evaluator = Lightning(module, trainer, train_dataloaders=train_loader, val_dataloaders=val_loader)
+    common = dict(seed=cfg['seed'], resume_from=str(checkpoint) if checkpoint else None,
+                  metrics_callback=run.upsert_metrics, trace_file=str(run.path / 'steps.csv') if trace_steps else None)
+    options = dict(cfg['strategy_options'])
+    if cfg['strategy'] == 'sandwich':
+        strategy = SandwichCoTraining(**options, **common)
+    else:
+        strategy = ProgressiveShrinking(**options, **common)
+    experiment = NasExperiment(space, evaluator, strategy)
+    experiment.config.experiment_working_directory = str(run.path / 'nni')
+    started = time.time()
+    previous = float(done.get('wall_s', 0.0))
+    run.update_status(train={'done': False, 'wall_s': previous, 'environment': environment(cfg['threads'])})
+    try:
+        experiment.run()
+    finally:
+        experiment.stop()
+        run.update_status(train={**run.status().get('train', {}), 'wall_s': round(previous + time.time() - started, 1)})
+    supernet_path = run.path / 'supernet.pt'
+    space.save(supernet_path, config=cfg)
+    status = {**run.status()['train'], 'done': True, 'supernet': supernet_path.name,
+              'epochs': cfg['epochs'], 'final_metrics': (run.read_metrics() or [{}])[-1]}
+    run.update_status(train=status)
+    print(f'[cotrain] done in {status["wall_s"] / 60:.1f} min of wall time; supernet saved to {supernet_path}')
+    return status
+
+
+def _atomic_checkpoint(trainer, path: Path) -> None:
+    tmp = path.with_suffix('.tmp')
+    trainer.save_checkpoint(str(tmp))
+    os.replace(tmp, path)
+
+
+try:
+    from pytorch_lightning import Callback as _Callback
+except ImportError:  # pragma: no cover
+    _Callback = object
+
+
+class AtomicCheckpoint(_Callback):
+    """``last.ckpt`` every ``every`` training steps and at each epoch end, written atomically."""
+
+    def __init__(self, folder: str | os.PathLike, every: int):
+        self.folder, self.every = Path(folder), int(every)
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx) -> None:
+        if trainer.global_step % self.every == 0:
+            self.folder.mkdir(parents=True, exist_ok=True)
+            _atomic_checkpoint(trainer, self.folder / 'last.ckpt')
+
+    def on_train_epoch_end(self, trainer, pl_module) -> None:
+        self.folder.mkdir(parents=True, exist_ok=True)
+        _atomic_checkpoint(trainer, self.folder / 'last.ckpt')
+
+
+# ---------------------------------------------------------------------------------------------------------
+# search a trained supernet, then measure chosen front models on the test split
+# ---------------------------------------------------------------------------------------------------------
+SEARCH_DEFAULTS: dict[str, Any] = {
+    'devices': ['raspberry_pi_4', 'jetson_nano_trt_fp32'], 'metric': 'latency', 'population': 24, 'generations': 8,
+    'calibration_batches': 8, 'calibration_batch_size': 128, 'budget': None, 'seed': 0,
+}
+
+
+def _run_data(run: RunFolder):
+    """Train config of a co-training run and its data: calibration batches (training images, no
+    augmentation) and the validation and test loaders."""
+    import torch
+    from torch.utils.data import DataLoader
+    cfg = yaml.safe_load(run.config_path.read_text())
+    plain = load_training_data({**cfg, 'augment': 'none'})
+    generator = torch.Generator().manual_seed(cfg['seed'])
+    calib_loader = DataLoader(plain.train, batch_size=SEARCH_DEFAULTS['calibration_batch_size'], shuffle=True,
+                              generator=generator)
+    calibration = [x for (x, _), _ in zip(calib_loader, range(SEARCH_DEFAULTS['calibration_batches']))]
+    return cfg, calibration, DataLoader(plain.val, batch_size=500), DataLoader(plain.test, batch_size=500)
+
+
+def _trained_supernet(run: RunFolder):
+    from nni_bigLittle.search_spaces import BigLittleSpace
+    path = run.path / 'supernet.pt'
+    if not path.is_file():
+        raise FileNotFoundError(f'{run.path} has no trained supernet (supernet.pt); run or resume '
+                                f'`nni-biglittle cotrain CONFIG --run-dir {run.path}` first.')
+    return BigLittleSpace.load(path)
+
+
+def search_stage(run_dir: str | os.PathLike, progress: bool = True, **options: Any) -> dict[str, Any]:
+    """NSGA-II on the trained supernet of a co-training run, one search per device sharing one cache of
+    subnet outputs; writes ``<run>/search/<device>/front.{json,csv}``. Resumes per device."""
+    from nni_bigLittle.strategies.evolution import SubnetCache, search_supernet
+    unknown = sorted(set(options) - set(SEARCH_DEFAULTS))
+    if unknown:
+        raise ConfigError(f'Unknown search option(s) {unknown}; valid: {sorted(SEARCH_DEFAULTS)}.')
+    opts = {**SEARCH_DEFAULTS, **{k: v for k, v in options.items() if v is not None}}
+    run = RunFolder(run_dir)
+    supernet = _trained_supernet(run)
+    _, calibration, val_loader, _ = _run_data(run)
+    cache = SubnetCache(supernet, calibration, val_loader)
+    started = time.time()
+    results = {}
+    for device in opts['devices']:
+        result = search_supernet(supernet, calibration, val_loader, device=device, metric=opts['metric'],
+                                 population=opts['population'], generations=opts['generations'],
+                                 budget=opts['budget'], run_dir=run.path / 'search' / device, seed=opts['seed'],
+                                 cache=cache, progress=progress)
+        results[device] = {'front_size': len(result.front), 'evaluations': result.evaluations,
+                           'objective': result.objective}
+        print(f'[search] {device}: {len(result.front)} models on the front ({result.objective} vs accuracy)')
+        for record in result.front:
+            print(f'  acc {record["accuracy"]:.4f}  {result.objective} {record[result.objective]:.3f}  '
+                  f'escalation {record["escalation_rate"]:.2f}  policy {record["policy"]}')
+    status = {'done': True, 'options': opts, 'devices': results, 'cache_subnets': cache.computed,
+              'wall_s': round(time.time() - started, 1), 'environment': environment()}
+    run.update_status(search=status)
+    return status
+
+
+def pick_across_front(front: list[dict[str, Any]], objective: str, count: int = 3) -> list[dict[str, Any]]:
+    """``count`` front models spread over the cost axis: cheapest, most accurate, and evenly between."""
+    ordered = sorted(front, key=lambda r: r[objective])
+    if len(ordered) <= count:
+        return ordered
+    picks = [round(i * (len(ordered) - 1) / (count - 1)) for i in range(count)]
+    return [ordered[i] for i in dict.fromkeys(picks)]
+
+
+def evaluate_stage(run_dir: str | os.PathLike, count: int = 3) -> dict[str, Any]:
+    """Test-split numbers of ``count`` models across each device's front (little, big and dynamic
+    accuracy at the calibrated threshold, escalation rate, expected MACs, predicted latency) next to
+    the largest and smallest static subnets; writes ``<run>/results/front_models.{csv,md}``."""
+    import json
+    from nni_bigLittle.costs import arch_costs
+    from nni_bigLittle.evaluation import collect_outputs, operating_point
+    from nni_bigLittle.hw_predictors.nni_bridge import BigLittleCostProfiler
+    from nni_bigLittle.model import recalibrate_batchnorm
+    from nni_bigLittle.strategies.evolution import build_model
+    run = RunFolder(run_dir)
+    supernet = _trained_supernet(run)
+    _, calibration, _, test_loader = _run_data(run)
+    spec = supernet.spec
+    rows = []
+    searched = sorted(p.parent.name for p in (run.path / 'search').glob('*/front.json'))
+    if not searched:
+        raise FileNotFoundError(f'{run.path} has no search results; run `nni-biglittle search {run.path}` first.')
+    profilers = {d: BigLittleCostProfiler(spec, d, build_expression=False) for d in searched}
+
+    def costs(sample, p):
+        arch = spec.decode(sample)
+        out = {'expected_mmacs': arch_costs(arch).expected_macs(p) / 1e6}
+        for d, prof in profilers.items():
+            out[f'latency_ms_{d}'] = prof.breakdown(sample, escalation_rate=p)['expected']
+        return out
+
+    for device in searched:
+        summary = json.loads((run.path / 'search' / device / 'front.json').read_text())
+        objective = summary['objective']
+        for rank, record in enumerate(pick_across_front(summary['front'], objective, count)):
+            model = build_model(supernet, record, calibration)
+            point = operating_point(collect_outputs(model, test_loader), model.router)
+            rows.append({'model': f'dynamic ({device} front #{rank + 1})', 'searched_for': device,
+                         'policy': record['policy'], 'threshold': record['threshold'],
+                         'val_accuracy': record['accuracy'], 'test_little_acc': point.little_acc,
+                         'test_big_acc': point.big_acc, 'test_dynamic_acc': point.accuracy,
+                         'test_escalation_rate': point.escalation_rate,
+                         **costs(record['sample'], point.escalation_rate), 'sample': json.dumps(record['sample'])})
+    for name, sample in (('static largest', spec.largest()), ('static smallest', spec.smallest())):
+        model = supernet.freeze(sample)
+        recalibrate_batchnorm(model, calibration)
+        point = operating_point(collect_outputs(model.eval(), test_loader), 'max_softmax', threshold=1.0)
+        rows.append({'model': name, 'searched_for': '', 'policy': 'always big', 'threshold': 1.0,
+                     'val_accuracy': '', 'test_little_acc': point.little_acc, 'test_big_acc': point.big_acc,
+                     'test_dynamic_acc': point.big_acc, 'test_escalation_rate': 1.0,
+                     **_static_costs(spec, sample, profilers), 'sample': json.dumps(sample)})
+    out = run.path / 'results'
+    out.mkdir(exist_ok=True)
+    _write_table(rows, out / 'front_models')
+    run.update_status(evaluate={'done': True, 'rows': len(rows), 'environment': environment()})
+    return {'rows': rows}
+
+
+def _static_costs(spec, sample, profilers) -> dict[str, float]:
+    """A static big network: the big path alone, no router, no little network."""
+    from nni_bigLittle.costs import arch_costs
+    out = {'expected_mmacs': arch_costs(spec.decode(sample)).big_macs / 1e6}
+    for d, prof in profilers.items():
+        out[f'latency_ms_{d}'] = prof.breakdown(sample)['big']
+    return out
+
+
+def _write_table(rows: list[dict[str, Any]], stem: Path) -> None:
+    import csv
+    keys = list(dict.fromkeys(k for r in rows for k in r))
+    with open(stem.with_suffix('.csv'), 'w', newline='') as f:
+        writer = csv.DictWriter(f, keys)
+        writer.writeheader()
+        writer.writerows(rows)
+    shown = [k for k in keys if k != 'sample']
+    fmt = lambda v: f'{v:.4f}' if isinstance(v, float) else str(v)  # noqa: E731
+    lines = ['| ' + ' | '.join(shown) + ' |', '|' + '---|' * len(shown)]
+    lines += ['| ' + ' | '.join(fmt(r.get(k, '')) for k in shown) + ' |' for r in rows]
+    stem.with_suffix('.md').write_text('\n'.join(lines) + '\n')
+
+
+# ---------------------------------------------------------------------------------------------------------
+# ablation: the same two architectures trained independently, cascaded
+# ---------------------------------------------------------------------------------------------------------
+def _train_standalone(module, loader, epochs: int, recipe: Mapping[str, Any], checkpoint: Path, desc: str,
+                      progress: bool = True) -> float:
+    """Cross-entropy training with the co-training recipe's optimizer and schedule; resumes per epoch
+    from ``checkpoint``. Returns the training wall time (seconds, summed over resumes)."""
+    import math as _math
+    import torch
+    import torch.nn.functional as F
+    from tqdm import tqdm
+    module.to(memory_format=torch.channels_last)
+    decay = [p for p in module.parameters() if p.ndim > 1]
+    no_decay = [p for p in module.parameters() if p.ndim <= 1]
+    optimizer = torch.optim.SGD([{'params': decay, 'weight_decay': recipe['weight_decay']},
+                                 {'params': no_decay, 'weight_decay': 0.0}], lr=recipe['learning_rate'],
+                                momentum=recipe['momentum'], nesterov=recipe['nesterov'])
+    total = epochs * len(loader)
+    warmup = int(round(recipe['warmup_epochs'] * len(loader)))
+
+    def factor(step: int) -> float:
+        if step < warmup:
+            return (step + 1) / (warmup + 1)
+        return 0.5 * (1.0 + _math.cos(_math.pi * min(1.0, (step - warmup) / max(1, total - warmup))))
+
+    scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
+    start, wall = 0, 0.0
+    if checkpoint.is_file():
+        state = torch.load(checkpoint, weights_only=False)
+        module.load_state_dict(state['model'])
+        optimizer.load_state_dict(state['optimizer'])
+        scheduler.load_state_dict(state['scheduler'])
+        torch.set_rng_state(state['rng'])
+        start, wall = state['epoch'], state['wall_s']
+    for epoch in range(start, epochs):
+        began = time.time()
+        module.train()
+        loader.batch_sampler.set_epoch(epoch)
+        for x, y in tqdm(loader, desc=f'{desc} epoch {epoch + 1}/{epochs}', disable=not progress, leave=False):
+            loss = F.cross_entropy(module(x.contiguous(memory_format=torch.channels_last)), y)
+            optimizer.zero_grad(set_to_none=True)
+            loss.backward()
+            torch.nn.utils.clip_grad_norm_(module.parameters(), 5.0)
+            optimizer.step()
+            scheduler.step()
+        wall += time.time() - began
+        tmp = checkpoint.with_suffix('.tmp')
+        torch.save({'model': module.state_dict(), 'optimizer': optimizer.state_dict(),
+                    'scheduler': scheduler.state_dict(), 'rng': torch.get_rng_state(), 'epoch': epoch + 1,
+                    'wall_s': wall}, tmp)
+        os.replace(tmp, checkpoint)
+    return wall
+
+
+def ablation_stage(run_dir: str | os.PathLike, device: str = 'raspberry_pi_4', progress: bool = True
+                   ) -> dict[str, Any]:
+    """Co-trained pair vs the same two architectures trained independently and cascaded.
+
+    The pair is the middle model of ``device``'s front. Its little network (stem, shared trunk,
+    little branch) and its big network (stem, whole trunk) are trained from scratch as two separate
+    networks with cross-entropy, the co-training run's recipe, batch size and epochs each. The
+    cascade runs the little network, escalates the least confident inputs (max-softmax, threshold
+    calibrated on validation to the co-trained model's escalation rate) to the *whole* big network
+    (nothing is shared, so nothing is reused). Both are measured on the test split; the cascade's
+    expected cost is ``little + router + p * big``, the co-trained one's ``little + router + p * big tail``.
+    Writes ``<run>/results/ablation_cotraining.{csv,md}``.
+    """
+    import json
+    import torch
+    from nni_bigLittle.costs import arch_costs
+    from nni_bigLittle.evaluation import PairOutputs, collect_outputs, operating_point
+    from nni_bigLittle.hw_predictors.nni_bridge import BigLittleCostProfiler
+    from nni_bigLittle.model import BigLittleModel
+    from nni_bigLittle.strategies.cotraining import ResumableLoader
+    from nni_bigLittle.strategies.evolution import build_model
+    run = RunFolder(run_dir)
+    supernet = _trained_supernet(run)
+    cfg, calibration, val_loader, test_loader = _run_data(run)
+    spec = supernet.spec
+    front_file = run.path / 'search' / device / 'front.json'
+    if not front_file.is_file():
+        raise FileNotFoundError(f'No front for {device} in {run.path}; run `nni-biglittle search {run.path}` first.')
+    summary = json.loads(front_file.read_text())
+    record = pick_across_front(summary['front'], summary['objective'], 3)[1 if len(summary['front']) > 1 else 0]
+    sample = {**record['sample'], 'router/policy': 'max_softmax'}
+    folder = run.path / 'ablation'
+    folder.mkdir(exist_ok=True)
+    torch.manual_seed(cfg['seed'])
+    little_net = BigLittleModel.from_sample(spec, sample)
+    big_net = BigLittleModel.from_sample(spec, sample)
+    splits = load_training_data(cfg)
+    times = {}
+    for name, net in (('little', little_net.little_path()), ('big', big_net.big_path())):
+        loader = ResumableLoader(splits.train, cfg['batch_size'], seed=cfg['seed'])
+        times[name] = _train_standalone(net, loader, cfg['epochs'], cfg['optimizer'], folder / f'{name}.pt',
+                                        f'independent {name}', progress)
+
+    def outputs(loader) -> PairOutputs:
+        little, big, ys = [], [], []
+        with torch.no_grad():
+            for x, y in loader:
+                little.append(little_net.little_path().eval()(x))
+                big.append(big_net.big_path().eval()(x))
+                ys.append(y)
+        return PairOutputs(torch.cat(little), None, torch.cat(big), torch.cat(ys))
+
+    cotrained = build_model(supernet, {**record, 'sample': sample}, calibration)
+    co_val = operating_point(collect_outputs(cotrained, val_loader), 'max_softmax',
+                             target_escalation=record['escalation_rate'])
+    cotrained.router.threshold = co_val.threshold
+    co_test = operating_point(collect_outputs(cotrained, test_loader), cotrained.router)
+    ind_val = operating_point(outputs(val_loader), 'max_softmax', target_escalation=co_val.escalation_rate)
+    ind_test = operating_point(outputs(test_loader), 'max_softmax', threshold=ind_val.threshold)
+    costs = arch_costs(spec.decode(sample))
+    rows = []
+    for label, point, tail_macs, tail_key in (('co-trained pair (shared trunk, feature reuse)', co_test,
+                                                costs.big_tail.macs, 'big_tail'),
+                                               ('independent cascade (same architectures)', ind_test,
+                                                costs.big.macs, 'big')):
+        row = {'model': label, 'test_little_acc': point.little_acc, 'test_big_acc': point.big_acc,
+               'test_dynamic_acc': point.accuracy, 'test_escalation_rate': point.escalation_rate,
+               'expected_mmacs': (costs.little_macs + costs.router.macs + point.escalation_rate * tail_macs) / 1e6}
+        for d in sorted(p.parent.name for p in (run.path / 'search').glob('*/front.json')):
+            parts = BigLittleCostProfiler(spec, d, build_expression=False).breakdown(sample)
+            row[f'latency_ms_{d}'] = parts['little'] + parts['router'] + point.escalation_rate * parts[tail_key]
+        rows.append(row)
+    rows[1]['train_wall_s'] = round(times['little'] + times['big'], 1)
+    rows[0]['train_wall_s'] = run.status().get('train', {}).get('wall_s', '')
+    out = run.path / 'results'
+    out.mkdir(exist_ok=True)
+    _write_table(rows, out / 'ablation_cotraining')
+    (out / 'ablation_cotraining_pair.json').write_text(json.dumps({'device_front': device, 'sample': sample}, indent=1))
+    run.update_status(ablation={'done': True, 'environment': environment()})
+    return {'rows': rows}
