@@ -421,6 +421,7 @@ class CoTrainingLightningModule(BaseOneShotLightningModule):
                                        'numpy': (name, torch.from_numpy(keys.astype(np.int64)), int(pos),
                                                  int(has_gauss), float(cached))}
         checkpoint['biglittle_progress'] = {'sums': dict(self._sums), 'count': self._count,
+                                            'epoch_elapsed_s': time.time() - self._epoch_start,
                                             'recent': [t.clone() for t in self._recent]}
         checkpoint['biglittle_spec'] = dataclasses.asdict(self.spec)
         sampler = self._resumable_sampler()
@@ -437,6 +438,8 @@ class CoTrainingLightningModule(BaseOneShotLightningModule):
             np.random.set_state((name, keys.numpy().astype(np.uint32), pos, has_gauss, cached))
         progress = checkpoint.get('biglittle_progress', {})
         self._sums, self._count = dict(progress.get('sums', {})), int(progress.get('count', 0))
+        # epoch time keeps counting across a resume (Lightning skips on_train_epoch_start mid-epoch)
+        self._epoch_start = time.time() - float(progress.get('epoch_elapsed_s', 0.0))
         self._recent = list(progress.get('recent', []))
         self._loader_state = checkpoint.get('biglittle_loader')
         if self._loader_state is None:  # a checkpoint whose loader state Lightning kept
@@ -597,3 +600,6 @@ def _check_module(training_module: LightningModule) -> None:
 
 
 warnings.filterwarnings('ignore', message='.*does not have many workers.*')
+# The co-training strategies restore the epoch position themselves (ResumableLoader, on_train_start),
+# so Lightning's warning that the loader cannot resume mid-epoch does not apply to them.
+warnings.filterwarnings('ignore', message=".*resuming from a checkpoint that ended before the epoch ended.*")
