@@ -18,10 +18,7 @@ from __future__ import annotations
 import argparse
 import copy
 import csv
-import datetime
 import logging
-import os
-import platform
 import sys
 import time
 import warnings
@@ -39,22 +36,9 @@ FIELDS = ['target_fraction', 'target_ms', 'exported_ms', 'relative_error', 'with
 
 
 def environment(threads: int) -> dict:
-    import nni
-    import pytorch_lightning
-    import nni_bigLittle
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path('/proc/cpuinfo').read_text().splitlines():
-            if line.startswith('model name'):
-                cpu = line.split(':', 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return {'date': datetime.date.today().isoformat(), 'cpu': cpu, 'logical_cpus': os.cpu_count(),
-            'threads': threads, 'python': platform.python_version(), 'torch': torch.__version__,
-            'nni': nni.__version__, 'pytorch_lightning': pytorch_lightning.__version__,
-            'nni_bigLittle': nni_bigLittle.__version__,
-            'load_avg_1min': round(os.getloadavg()[0], 2) if hasattr(os, 'getloadavg') else ''}
+    from nni_bigLittle.runs import environment as run_environment
+    env = run_environment(threads)
+    return {'date': env['date'][:10], **{key: env.get(key, '') for key in ('cpu', 'logical_cpus', 'threads', 'python', 'torch', 'nni', 'pytorch_lightning', 'nni_bigLittle', 'load_avg_1min')}}
 
 
 def loaders(data: str, train_images: int, arch_images: int, batch: int, seed: int):

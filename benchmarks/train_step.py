@@ -11,9 +11,6 @@ from __future__ import annotations
 
 import argparse
 import csv
-import datetime
-import os
-import platform
 import statistics
 import time
 from pathlib import Path
@@ -23,19 +20,9 @@ import torch.nn.functional as F
 
 
 def environment(threads: int) -> dict:
-    import nni
-    import nni_bigLittle
-    cpu = platform.processor() or platform.machine()
-    try:
-        for line in Path('/proc/cpuinfo').read_text().splitlines():
-            if line.startswith('model name'):
-                cpu = line.split(':', 1)[1].strip()
-                break
-    except OSError:
-        pass
-    return {'date': datetime.date.today().isoformat(), 'cpu': cpu, 'logical_cpus': os.cpu_count(),
-            'threads': threads, 'python': platform.python_version(), 'torch': torch.__version__,
-            'nni': nni.__version__, 'nni_bigLittle': nni_bigLittle.__version__}
+    from nni_bigLittle.runs import environment as run_environment
+    env = run_environment(threads)
+    return {'date': env['date'][:10], **{key: env.get(key, '') for key in ('cpu', 'logical_cpus', 'threads', 'python', 'torch', 'nni', 'nni_bigLittle')}}
 
 
 def time_steps(model, x, y, warmup: int, repeat: int) -> list[float]:

@@ -73,7 +73,8 @@ def environment(threads: int | None = None) -> dict[str, Any]:
             'logical_cpus': os.cpu_count(), 'threads': threads or torch.get_num_threads(),
             'python': platform.python_version(), 'torch': torch.__version__, **versions,
             'nni_bigLittle': nni_bigLittle.__version__, 'gpu': torch.cuda.get_device_name(0)
-            if torch.cuda.is_available() else None}
+            if torch.cuda.is_available() else None,
+            'load_avg_1min': round(os.getloadavg()[0], 2) if hasattr(os, 'getloadavg') else None}
 
 
 class RunFolder:
