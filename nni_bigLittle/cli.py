@@ -274,7 +274,14 @@ def cmd_cotrain(args) -> int:
     return 0
 
 
+def _set_threads(threads: int | None) -> None:
+    if threads is not None:
+        import torch
+        torch.set_num_threads(threads)
+
+
 def cmd_search(args) -> int:
+    _set_threads(args.threads)
     from nni_bigLittle.pipeline import search_stage
     search_stage(args.run_dir, progress=not args.quiet, devices=args.device, metric=args.metric,
                  population=args.population, generations=args.generations, budget=args.budget, seed=args.seed)
@@ -282,6 +289,7 @@ def cmd_search(args) -> int:
 
 
 def cmd_evaluate(args) -> int:
+    _set_threads(args.threads)
     from nni_bigLittle.pipeline import evaluate_stage
     rows = evaluate_stage(args.run_dir, count=args.count)['rows']
     print((__import__('pathlib').Path(args.run_dir) / 'results' / 'front_models.md').read_text())
@@ -289,6 +297,7 @@ def cmd_evaluate(args) -> int:
 
 
 def cmd_ablation(args) -> int:
+    _set_threads(args.threads)
     from nni_bigLittle.pipeline import ablation_stage
     ablation_stage(args.run_dir, device=args.device, progress=not args.quiet)
     print((__import__('pathlib').Path(args.run_dir) / 'results' / 'ablation_cotraining.md').read_text())
@@ -317,12 +326,14 @@ def _add_training_commands(sub) -> None:
     p.add_argument('--budget', type=float, help='single-budget mode: the most accurate pair within this cost')
     p.add_argument('--seed', type=int)
     p.add_argument('--quiet', action='store_true')
+    p.add_argument('--threads', type=int, help='torch threads')
     p.set_defaults(func=cmd_search)
 
     p = sub.add_parser('evaluate', help='test-split numbers of models across each searched front, next to the '
                                         'largest and smallest static subnets')
     p.add_argument('run_dir')
     p.add_argument('--count', type=int, default=3, help='models per front (spread over the cost axis)')
+    p.add_argument('--threads', type=int, help='torch threads')
     p.set_defaults(func=cmd_evaluate)
 
     p = sub.add_parser('ablation', help='co-trained pair vs the same architectures trained independently and '
@@ -330,6 +341,7 @@ def _add_training_commands(sub) -> None:
     p.add_argument('run_dir')
     p.add_argument('--device', default='raspberry_pi_4', help='whose front supplies the pair')
     p.add_argument('--quiet', action='store_true')
+    p.add_argument('--threads', type=int, help='torch threads')
     p.set_defaults(func=cmd_ablation)
 
 
