@@ -221,8 +221,11 @@ class BigLittleSpace(BigLittleForward, ModelSpace):
             raise FileNotFoundError(f'No supernet file at {path}.') from None
         except Exception as err:
             raise ValueError(f'{path} is not a readable supernet file ({type(err).__name__}: {err}).') from err
-        if isinstance(payload, dict) and 'biglittle_supernet' in payload:  # a co-training checkpoint
-            payload = payload['biglittle_supernet']
+        if isinstance(payload, dict) and 'biglittle_spec' in payload:  # a co-training checkpoint (Lightning)
+            prefix = 'training_module._model.'  # NNI's evaluator module keeps the space as _model
+            payload = {'format': SUPERNET_FORMAT, 'spec': payload['biglittle_spec'],
+                       'state_dict': {key[len(prefix):]: value for key, value in payload['state_dict'].items()
+                                      if key.startswith(prefix) and '_arch_alpha' not in key}}
         if not isinstance(payload, dict) or payload.get('format') != SUPERNET_FORMAT:
             raise ValueError(f'{path} is not a supernet saved by BigLittleSpace.save (expected format '
                              f'{SUPERNET_FORMAT!r}).')

@@ -157,6 +157,10 @@ def test_sandwich_cotraining_trains_both_heads_well_above_chance(tmp_path):
     space = BigLittleSpace.load(tmp_path / 'run' / 'supernet.pt')
     model = space.freeze(space.spec.largest()).eval()
     assert model(torch.zeros(1, 3, 32, 32))[1].shape == (1, 10)
+    # so does the last co-training checkpoint (e.g. to search a run that is still training)
+    from_checkpoint = BigLittleSpace.load(tmp_path / 'run' / 'checkpoints' / 'last.ckpt')
+    assert from_checkpoint.spec == space.spec
+    assert all(torch.equal(a, b) for a, b in zip(from_checkpoint.state_dict().values(), space.state_dict().values()))
     # a finished run is not redone; a different config in the same folder is refused
     assert train_supernet(_digits_config(), tmp_path / 'run', progress=False)['done']
     with pytest.raises(RunConfigMismatch, match='differs in: epochs'):
