@@ -176,8 +176,20 @@ def train_supernet(config: Mapping[str, Any], run_dir: str | os.PathLike, progre
         callbacks=[AtomicCheckpoint(run.checkpoints, cfg['checkpoint_every'])], num_sanity_val_steps=0,
         enable_progress_bar=progress, enable_model_summary=False, default_root_dir=str(run.path))
     evaluator = Lightning(module, trainer, train_dataloaders=train_loader, val_dataloaders=val_loader)
+    started = time.time()
+    sessions = list(done.get('sessions', [])) + [{'environment': environment(cfg['threads']), 'wall_s': 0.0}]
+
+    def record(row: Mapping[str, Any] | None = None) -> None:
+        """Per-epoch metrics row, and the wall time of every invocation so far (a killed one keeps
+        the time up to its last epoch end)."""
+        if row is not None:
+            run.upsert_metrics(row)
+        sessions[-1]['wall_s'] = round(time.time() - started, 1)
+        run.update_status(train={**run.status().get('train', {}), 'sessions': sessions,
+                                 'wall_s': round(sum(s['wall_s'] for s in sessions), 1)})
+
     common = dict(seed=cfg['seed'], resume_from=str(checkpoint) if checkpoint else None,
-                  metrics_callback=run.upsert_metrics, trace_file=str(run.path / 'steps.csv') if trace_steps else None)
+                  metrics_callback=record, trace_file=str(run.path / 'steps.csv') if trace_steps else None)
     options = dict(cfg['strategy_options'])
     if cfg['strategy'] == 'sandwich':
         strategy = SandwichCoTraining(**options, **common)
@@ -185,14 +197,13 @@ def train_supernet(config: Mapping[str, Any], run_dir: str | os.PathLike, progre
         strategy = ProgressiveShrinking(**options, **common)
     experiment = NasExperiment(space, evaluator, strategy)
     experiment.config.experiment_working_directory = str(run.path / 'nni')
-    started = time.time()
-    previous = float(done.get('wall_s', 0.0))
-    run.update_status(train={'done': False, 'wall_s': previous, 'environment': environment(cfg['threads'])})
+    run.update_status(train={'done': False})
+    record()
     try:
         experiment.run()
     finally:
         experiment.stop()
-        run.update_status(train={**run.status().get('train', {}), 'wall_s': round(previous + time.time() - started, 1)})
+        record()
     supernet_path = run.path / 'supernet.pt'
     space.save(supernet_path, config=cfg)
     status = {**run.status()['train'], 'done': True, 'supernet': supernet_path.name,
@@ -506,7 +517,8 @@ def ablation_stage(run_dir: str | os.PathLike, device: str = 'raspberry_pi_4', p
             row[f'latency_ms_{d}'] = parts['little'] + parts['router'] + point.escalation_rate * parts[tail_key]
         rows.append(row)
     rows[1]['train_wall_s'] = round(times['little'] + times['big'], 1)
-    rows[0]['train_wall_s'] = run.status().get('train', {}).get('wall_s', '')
+    # the supernet's training time: its epochs' times (they count across resumes)
+    rows[0]['train_wall_s'] = round(sum(float(r.get('epoch_time_s') or 0) for r in run.read_metrics()), 1)
     out = run.path / 'results'
     out.mkdir(exist_ok=True)
     _write_table(rows, out / 'ablation_cotraining')

@@ -228,3 +228,7 @@ def test_a_killed_run_resumes_from_its_checkpoint_with_the_same_command(tmp_path
     assert len(_trace(run)) == 24
     with open(run / 'metrics.csv') as f:
         assert [int(r['epoch']) for r in csv.DictReader(f)] == [0, 1, 2]
+    import json
+    status = json.loads((run / 'status.json').read_text())['train']
+    assert status['done'] and len(status['sessions']) == 2  # the killed invocation and the resumed one
+    assert status['wall_s'] == pytest.approx(sum(s['wall_s'] for s in status['sessions']), abs=0.2)
