@@ -30,7 +30,7 @@ from __future__ import annotations
 import itertools
 from typing import Any, Callable, Mapping
 
-from nni_bigLittle.arch import BlockConfig, HeadConfig, RouterConfig, block_hidden_channels, se_channels, \
+from nni_bigLittle.arch import ArchConfig, BlockConfig, HeadConfig, RouterConfig, block_hidden_channels, se_channels, \
     stage_channels
 from nni_bigLittle.costs import conv_output_size
 from nni_bigLittle.hw_predictors.arch_kernels import arch_kernels, block_kernel, head_kernels, router_kernels, \
@@ -112,10 +112,12 @@ class BigLittleCostProfiler(ExpressionProfiler):
         return float(sum(self._costs(kernels)))
 
     # ------------------------------------------------------------------ exact profile
-    def breakdown(self, sample: Mapping[str, Any], escalation_rate: float | None = None) -> CostBreakdown:
-        """Costs of the parts of ``sample`` (validated; an invalid sample raises ``InvalidSampleError``)."""
+    def breakdown(self, sample: Mapping[str, Any] | ArchConfig, escalation_rate: float | None = None) -> CostBreakdown:
+        """Costs of the parts of ``sample`` (validated; an invalid sample raises ``InvalidSampleError``),
+        or of an already decoded ``ArchConfig`` (e.g. ``model.arch`` of a frozen pair)."""
         p = self.escalation_rate if escalation_rate is None else float(escalation_rate)
-        parts = arch_kernels(self.spec.decode(dict(sample)), self.batch)
+        arch = sample if isinstance(sample, ArchConfig) else self.spec.decode(dict(sample))
+        parts = arch_kernels(arch, self.batch)
         overhead = self.predictor.overhead
         net = self.predictor.network_term  # whole-network term of predictors that have one (0 otherwise)
         little = self._cost(parts.little_path) + overhead + net(parts.little_path)

@@ -249,28 +249,10 @@ def _predictor(device: str, metric: str):
 
 
 @functools.lru_cache(maxsize=64)
-def _profiler(spec, device: str, metric: str):
-    """One cost profiler per (space, device, metric): its kernel-cost cache is shared by every pair."""
+def _profiler(device: str, metric: str):
+    """One cost profiler per (device, metric), fed decoded pairs: its kernel-cost cache serves every pair."""
     from nni_bigLittle.hw_predictors.nni_bridge import BigLittleCostProfiler
-    return BigLittleCostProfiler(spec, _predictor(device, metric), metric=metric, build_expression=False)
-
-
-class _OneArch:
-    """Stands in for a ``SpaceSpec`` when only the frozen pair's ``ArchConfig`` is known (the profiler
-    only decodes the sample)."""
-
-    def __init__(self, arch):
-        self.arch = arch
-
-    def decode(self, sample: Mapping[str, Any]):
-        return self.arch
-
-
-def _cost_profiler(arch, spec, device: str, metric: str):
-    if spec is not None:
-        return _profiler(spec, device, metric)
-    from nni_bigLittle.hw_predictors.nni_bridge import BigLittleCostProfiler
-    return BigLittleCostProfiler(_OneArch(arch), _predictor(device, metric), metric=metric, build_expression=False)
+    return BigLittleCostProfiler(None, _predictor(device, metric), metric=metric, build_expression=False)
 
 
 @functools.lru_cache(maxsize=64)
@@ -331,7 +313,6 @@ def pair_metrics(outputs: PairOutputs, pair: Any, spec=None, *, policy: str | No
         arch = spec.decode(dict(pair))  # validates the pair
     else:
         raise TypeError(f'pair must be a sample dict or an ArchConfig, got {type(pair).__name__}.')
-    sample = dict(arch.sample)
     policy = policy if policy is not None else arch.router.policy
     if threshold is None and target_escalation is None and target_accuracy is None:
         threshold = arch.router.threshold
@@ -346,12 +327,10 @@ def pair_metrics(outputs: PairOutputs, pair: Any, spec=None, *, policy: str | No
         'big_macs': costs.big_macs / 1e6,
     }
     for device in devices:
-        profiler = _cost_profiler(arch, spec, device, 'latency')
-        metrics[f'latency_ms_{device}'] = float(profiler.breakdown(sample, p)['expected'])
+        metrics[f'latency_ms_{device}'] = float(_profiler(device, 'latency').breakdown(arch, p)['expected'])
     if energy:
         for device in energy_devices(devices):
-            profiler = _cost_profiler(arch, spec, device, 'energy')
-            metrics[f'energy_mj_{device}'] = float(profiler.breakdown(sample, p)['expected'])
+            metrics[f'energy_mj_{device}'] = float(_profiler(device, 'energy').breakdown(arch, p)['expected'])
     if latency_target is not None:
         device = latency_device or (devices[0] if devices else None)
         if device is None or device not in devices:

@@ -504,6 +504,8 @@ def ablation_stage(run_dir: str | os.PathLike, device: str = 'raspberry_pi_4', p
     ind_val = operating_point(outputs(val_loader), 'max_softmax', target_escalation=co_val.escalation_rate)
     ind_test = operating_point(outputs(test_loader), 'max_softmax', threshold=ind_val.threshold)
     costs = arch_costs(spec.decode(sample))
+    devices = sorted(p.parent.name for p in (run.path / 'search').glob('*/front.json'))
+    parts = {d: BigLittleCostProfiler(spec, d, build_expression=False).breakdown(sample) for d in devices}
     rows = []
     for label, point, tail_macs, tail_key in (('co-trained pair (shared trunk, feature reuse)', co_test,
                                                 costs.big_tail.macs, 'big_tail'),
@@ -512,9 +514,8 @@ def ablation_stage(run_dir: str | os.PathLike, device: str = 'raspberry_pi_4', p
         row = {'model': label, 'test_little_acc': point.little_acc, 'test_big_acc': point.big_acc,
                'test_dynamic_acc': point.accuracy, 'test_escalation_rate': point.escalation_rate,
                'expected_mmacs': (costs.little_macs + costs.router.macs + point.escalation_rate * tail_macs) / 1e6}
-        for d in sorted(p.parent.name for p in (run.path / 'search').glob('*/front.json')):
-            parts = BigLittleCostProfiler(spec, d, build_expression=False).breakdown(sample)
-            row[f'latency_ms_{d}'] = parts['little'] + parts['router'] + point.escalation_rate * parts[tail_key]
+        for d, part in parts.items():
+            row[f'latency_ms_{d}'] = part['little'] + part['router'] + point.escalation_rate * part[tail_key]
         rows.append(row)
     rows[1]['train_wall_s'] = round(times['little'] + times['big'], 1)
     # the supernet's training time: its epochs' times (they count across resumes)

@@ -180,6 +180,16 @@ class LatencyRange(NamedTuple):
 _RANGES: 'weakref.WeakKeyDictionary[BigLittleCostProfiler, LatencyRange]' = weakref.WeakKeyDictionary()
 
 
+def _valid_neighbours(spec, sample: Mapping[str, Any], labels: list[str]):
+    """``(label index, label, candidate)`` for every valid sample one label away from ``sample``."""
+    for order, label in enumerate(labels):
+        for value in spec.choices()[label]:
+            if value != sample[label]:
+                candidate = {**sample, label: value}
+                if spec.check(candidate) is None:
+                    yield order, label, candidate
+
+
 def _coordinate_search(profiler: BigLittleCostProfiler, start: Mapping[str, Any], sign: float,
                        max_sweeps: int = 10) -> tuple[float, dict]:
     """Greedy coordinate search minimising ``sign * profile(sample)`` over valid samples from ``start``."""
@@ -189,13 +199,8 @@ def _coordinate_search(profiler: BigLittleCostProfiler, start: Mapping[str, Any]
     labels = [label for label in spec.choices() if label != 'router/threshold']
     for _ in range(max_sweeps):
         improved = False
-        for label in labels:
-            for value in spec.choices()[label]:
-                if value == sample[label]:
-                    continue
-                candidate = {**sample, label: value}
-                if spec.check(candidate) is not None:
-                    continue
+        for label in labels:  # one label at a time, each from the sample as improved so far
+            for _, _, candidate in _valid_neighbours(spec, sample, [label]):
                 cost = sign * profiler.profile(candidate)
                 if cost < best - 1e-12:
                     best, sample, improved = cost, candidate, True
@@ -266,22 +271,16 @@ def project_to_target(profiler: BigLittleCostProfiler, sample: Mapping[str, Any]
         if gap <= aim:
             break
         best = None
-        for order, label in enumerate(labels):
-            pref = preferences[label]
-            for value in spec.choices()[label]:
-                if value == sample[label]:
-                    continue
-                candidate = {**sample, label: value}
-                if spec.check(candidate) is not None:
-                    continue
-                new_latency = profiler.profile(candidate)
-                reduction = gap - abs(new_latency - target)
-                if reduction <= 1e-12:
-                    continue
-                cost = max(0.0, float(pref[sample[label]]) - float(pref[value]))
-                key = (cost / reduction, -reduction, order)
-                if best is None or key < best[0]:
-                    best = (key, candidate, new_latency)
+        for order, label, candidate in _valid_neighbours(spec, sample, labels):
+            pref, value = preferences[label], candidate[label]
+            new_latency = profiler.profile(candidate)
+            reduction = gap - abs(new_latency - target)
+            if reduction <= 1e-12:
+                continue
+            cost = max(0.0, float(pref[sample[label]]) - float(pref[value]))
+            key = (cost / reduction, -reduction, order)
+            if best is None or key < best[0]:
+                best = (key, candidate, new_latency)
         if best is None:
             break
         _, sample, latency = best
