@@ -2,7 +2,9 @@
 
 Subcommands so far: ``space show`` / ``space sample`` (inspect the search space), ``data info``
 (check a dataset and its splits), ``predictor list|show|rebuild|predict|build-local`` (hardware
-cost predictors), ``cotrain`` (co-train a supernet, resumable). Later subcommands (run, export, bench, report) plug in here.
+cost predictors), ``cotrain`` / ``search`` / ``evaluate`` / ``ablation`` (the stages of a co-training
+run, each resumable), ``run`` (the whole pipeline from one YAML). Later subcommands (bench, report)
+plug in here.
 """
 from __future__ import annotations
 
@@ -10,6 +12,7 @@ import argparse
 import json
 import math
 import sys
+from pathlib import Path
 from typing import Sequence
 
 __all__ = ['main', 'build_parser']
@@ -50,6 +53,24 @@ def cmd_space_sample(args) -> int:
         f'expected_macs@{args.escalation}': costs.expected_macs(args.escalation),
     }
     print(json.dumps(record, indent=2))
+    return 0
+
+
+def cmd_space_export(args) -> int:
+    from nni_bigLittle.search_spaces.hpo import (
+        dumps_search_space, nni_search_space, parse_space_options, read_search_space)
+    from nni_bigLittle.search_spaces.presets import get_preset
+    spec = get_preset(args.preset, num_classes=args.num_classes, resolution=args.resolution,
+                      **parse_space_options(args.option))
+    extra = read_search_space(args.extra) if args.extra else None
+    space = nni_search_space(spec, extra)
+    text = dumps_search_space(space)
+    if args.output in (None, '-'):
+        sys.stdout.write(text)
+    else:
+        Path(args.output).write_text(text)
+        print(f'{len(space)} parameters ({len(space) - len(extra or {})} labels of the {spec.name!r} space) '
+              f'written to {args.output}')
     return 0
 
 
@@ -190,6 +211,17 @@ def build_parser() -> argparse.ArgumentParser:
             p.add_argument('--escalation', type=float, default=0.3,
                            help='escalation rate for the expected MACs (default 0.3)')
 
+    p = space_sub.add_parser('export', help='the space as an NNI search-space JSON (nnictl searchSpaceFile)')
+    p.add_argument('--preset', default='cifar', help='cifar or imagenet (default: cifar)')
+    p.add_argument('--num-classes', type=int, default=None)
+    p.add_argument('--resolution', type=int, default=None)
+    p.add_argument('--option', action='append', metavar='KEY=VALUE',
+                   help='SpaceSpec override (YAML value), e.g. width_choices=[0.5,1.0]; repeatable')
+    p.add_argument('--extra', default=None, help='JSON file of extra NNI hyper-parameters to append '
+                                                 '(e.g. learning_rate for the train trial)')
+    p.add_argument('-o', '--output', default=None, help='output file (default: stdout)')
+    p.set_defaults(func=cmd_space_export)
+
     data = sub.add_parser('data', help='datasets')
     data_sub = data.add_subparsers(dest='data_command', required=True)
     info = data_sub.add_parser('info', help='load a dataset and print its splits')
@@ -260,7 +292,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def cmd_cotrain(args) -> int:
-    from nni_bigLittle.pipeline import load_config, train_supernet
+    from nni_bigLittle.pipeline import load_config, set_dotted, train_supernet
     config = load_config(args.config)
     if args.threads is not None:
         config['threads'] = args.threads
@@ -269,7 +301,7 @@ def cmd_cotrain(args) -> int:
         if not _:
             raise ValueError(f'--set needs KEY=VALUE, got {item!r}.')
         import yaml
-        config[key] = yaml.safe_load(value)
+        set_dotted(config, key, yaml.safe_load(value))
     train_supernet(config, args.run_dir, progress=not args.quiet, trace_steps=args.trace_steps)
     return 0
 
@@ -292,7 +324,7 @@ def cmd_evaluate(args) -> int:
     _set_threads(args.threads)
     from nni_bigLittle.pipeline import evaluate_stage
     rows = evaluate_stage(args.run_dir, count=args.count)['rows']
-    print((__import__('pathlib').Path(args.run_dir) / 'results' / 'front_models.md').read_text())
+    print((Path(args.run_dir) / 'results' / 'front_models.md').read_text())
     return 0 if rows else 1
 
 
@@ -300,17 +332,61 @@ def cmd_ablation(args) -> int:
     _set_threads(args.threads)
     from nni_bigLittle.pipeline import ablation_stage
     ablation_stage(args.run_dir, device=args.device, progress=not args.quiet)
-    print((__import__('pathlib').Path(args.run_dir) / 'results' / 'ablation_cotraining.md').read_text())
+    print((Path(args.run_dir) / 'results' / 'ablation_cotraining.md').read_text())
+    return 0
+
+
+def cmd_run(args) -> int:
+    _set_threads(args.threads)
+    from nni_bigLittle.pipeline import load_config, run_pipeline
+    config = load_config(args.config)
+    if args.threads is not None:
+        config.setdefault('train', {})['threads'] = args.threads
+    run_pipeline(config, run_dir=args.run_dir, progress=not args.quiet, base=Path(args.config).parent)
+    return 0
+
+
+def cmd_experiment(args) -> int:
+    from nni_bigLittle.experiment import check_experiment, launch_experiment
+    if args.experiment_command == 'check':
+        summary = check_experiment(args.config, args.port)
+        print(f'{args.config}: OK (tuner {summary["tuner"]}, {summary["parameters"]} parameters, trial '
+              f'{summary["trial"] or "(not ours, unchecked)"})')
+    else:
+        launch_experiment(args.config, args.port, settle_s=args.settle)
     return 0
 
 
 def _add_training_commands(sub) -> None:
+    p = sub.add_parser('experiment', help='check an nnictl experiment YAML before anything starts, or check and '
+                                          'launch it (nnictl create)')
+    experiment_sub = p.add_subparsers(dest='experiment_command', required=True)
+    for name, text in (('check', 'check the config, tuner, search space, trial command, data and port'),
+                       ('create', 'check, then nnictl create; stops it again if the manager reports ERROR')):
+        q = experiment_sub.add_parser(name, help=text)
+        q.add_argument('config', help='experiment YAML, e.g. experiments/quickstart.yaml')
+        q.add_argument('--port', type=int, default=None if name == 'check' else 8080,
+                       help='web UI / manager port' + (' (default 8080)' if name == 'create' else ''))
+        if name == 'create':
+            q.add_argument('--settle', type=float, default=25.0, help='seconds to watch for an early ERROR')
+        q.set_defaults(func=cmd_experiment)
+
+    p = sub.add_parser('run', help='the whole pipeline from a YAML: co-train the supernet (NNI NasExperiment) -> '
+                                   'Pareto search per device -> export front models -> test report; re-run to resume')
+    p.add_argument('config', help='pipeline YAML (run_dir, train, search, export, report), e.g. '
+                                  'experiments/quickstart_pipeline.yaml')
+    p.add_argument('--run-dir', default=None, help='override run_dir of the config')
+    p.add_argument('--threads', type=int, help='torch threads')
+    p.add_argument('--quiet', action='store_true', help='no progress bars')
+    p.set_defaults(func=cmd_run)
+
     p = sub.add_parser('cotrain', help='co-train a big/little supernet (sandwich or progressive shrinking); '
                                        're-run the same command to resume')
     p.add_argument('config', help='training config YAML (see nni_bigLittle.pipeline)')
     p.add_argument('--run-dir', required=True, help='run folder (created, or resumed when it holds this config)')
     p.add_argument('--threads', type=int, help='torch threads (may differ between resumes)')
-    p.add_argument('--set', action='append', metavar='KEY=VALUE', help='override a config key (YAML value)')
+    p.add_argument('--set', action='append', metavar='KEY=VALUE', help='override a config key (YAML value; dotted for nested keys, e.g. '
+                                                             'optimizer.learning_rate=0.05)')
     p.add_argument('--quiet', action='store_true', help='no progress bar')
     p.add_argument('--trace-steps', action='store_true', help='log every step (batch, sampled pairs) to steps.csv')
     p.set_defaults(func=cmd_cotrain)
@@ -350,6 +426,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     if getattr(args, 'val_size', None) is not None and args.val_size >= 1:
         args.val_size = int(args.val_size)
     from nni_bigLittle.data import DataError
+    from nni_bigLittle.experiment import ExperimentCheckError
     from nni_bigLittle.runs import RunConfigMismatch
     try:
         return args.func(args)

@@ -33,7 +33,7 @@ import math
 import os
 from dataclasses import asdict, dataclass
 from pathlib import Path
-from typing import Any, Iterable, Mapping, Sequence
+from typing import Any, Callable, Iterable, Mapping, Sequence
 
 import numpy as np
 import torch
@@ -395,7 +395,8 @@ def evaluate_pair(model: BigLittleModel, dataset: str = 'digits', data_root: str
                   loss_weights: Mapping[str, float] | None = None, calib_batches: int = 8,
                   limit_train_batches: int | None = None, limit_val_batches: int | None = None,
                   augment: str = 'standard', val_size: int | float | None = None, seed: int = 0,
-                  report: bool = True) -> dict[str, float]:
+                  report: bool = True, on_epoch: Callable[[dict[str, float]], None] | None = None
+                  ) -> dict[str, float]:
     """Evaluate one big/little pair for NNI's ``FunctionalEvaluator`` (multi-trial strategies).
 
     ``FunctionalEvaluator(evaluate_pair, dataset='digits', supernet='supernet.pt')`` with a
@@ -415,7 +416,8 @@ def evaluate_pair(model: BigLittleModel, dataset: str = 'digits', data_root: str
     (default 0.3) or ``target_accuracy``; with both ``None`` the sample's ``router/threshold`` is used
     (then the threshold is an ordinary searched label). ``limit_*_batches`` cap the batches per
     epoch / of validation (quick runs). Reports ``nni.report_final_result(metrics)`` (``report=False``
-    skips NNI) and returns the metrics.
+    skips NNI) and returns the metrics; ``on_epoch(metrics)`` is called after every training epoch
+    (besides NNI's intermediate report).
     """
     if not isinstance(model, BigLittleModel):
         raise TypeError(f'evaluate_pair needs the frozen BigLittleModel NNI passes with the "raw" model format '
@@ -479,15 +481,16 @@ def evaluate_pair(model: BigLittleModel, dataset: str = 'digits', data_root: str
     else:
         with torch.random.fork_rng(devices=[]):  # seeded augmentation, global RNG left as it was
             torch.manual_seed(seed)
+            callbacks = [c for c in (nni.report_intermediate_result if nni else None, on_epoch) if c is not None]
             metrics = _train(model, train_loader, epochs, lr, weight_decay, loss_weights, limit_train_batches,
-                             metrics_of, nni)
+                             metrics_of, callbacks)
     if nni is not None:
         nni.report_final_result(metrics)
     return metrics
 
 
 def _train(model: BigLittleModel, train_loader, epochs: int, lr: float, weight_decay: float,
-           loss_weights, limit: int | None, metrics_of, nni) -> dict[str, float]:
+           loss_weights, limit: int | None, metrics_of, callbacks) -> dict[str, float]:
     from nni_bigLittle.losses import JointLoss
     if not lr > 0:
         raise ValueError(f'lr must be > 0, got {lr}.')
@@ -514,6 +517,6 @@ def _train(model: BigLittleModel, train_loader, epochs: int, lr: float, weight_d
         metrics = metrics_of(model)
         metrics['epoch'] = float(epoch + 1)
         metrics['train_loss'] = total / max(seen, 1)
-        if nni is not None:
-            nni.report_intermediate_result(metrics)
+        for callback in callbacks:
+            callback(dict(metrics))
     return metrics

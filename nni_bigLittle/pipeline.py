@@ -35,7 +35,8 @@ import yaml
 
 from nni_bigLittle.runs import RunFolder, environment
 
-__all__ = ['TRAIN_DEFAULTS', 'STRATEGIES', 'resolve_train_config', 'load_config', 'train_supernet', 'ConfigError']
+__all__ = ['TRAIN_DEFAULTS', 'STRATEGIES', 'resolve_train_config', 'load_config', 'set_dotted', 'train_supernet',
+           'ConfigError']
 
 TRAIN_DEFAULTS: dict[str, Any] = {
     'dataset': 'cifar10', 'data_root': None, 'val_size': 5000, 'train_subset': None, 'augment': 'standard',
@@ -137,9 +138,26 @@ def load_training_data(cfg: Mapping[str, Any]):
     return splits
 
 
+def set_dotted(config: dict[str, Any], key: str, value: Any) -> None:
+    """``config[a][b] = value`` for ``key = 'a.b'`` (``optimizer.learning_rate``, ``loss.gamma``), making
+    the inner mappings as needed; a plain key sets the top level."""
+    *path, last = key.split('.')
+    target = config
+    for part in path:
+        inner = target.get(part)
+        if inner is None:
+            inner = target[part] = {}
+        elif not isinstance(inner, dict):
+            raise ConfigError(f'Cannot set {key!r}: {part!r} is {inner!r}, not a mapping.')
+        target = inner
+    target[last] = value
+
+
 def train_supernet(config: Mapping[str, Any], run_dir: str | os.PathLike, progress: bool = True,
-                   trace_steps: bool = False) -> dict[str, Any]:
-    """Co-train a ``BigLittleSpace`` supernet (see the module docstring). Returns the status entry."""
+                   trace_steps: bool = False, on_epoch=None) -> dict[str, Any]:
+    """Co-train a ``BigLittleSpace`` supernet (see the module docstring). Returns the status entry.
+
+    ``on_epoch(row)`` is called with each epoch's metrics row (as written to ``metrics.csv``)."""
     cfg = resolve_train_config(config)
     run = RunFolder(run_dir)
     resumed = run.open(cfg, ignore=('threads',))
@@ -184,6 +202,8 @@ def train_supernet(config: Mapping[str, Any], run_dir: str | os.PathLike, progre
         the time up to its last epoch end)."""
         if row is not None:
             run.upsert_metrics(row)
+            if on_epoch is not None:
+                on_epoch(dict(row))
         sessions[-1]['wall_s'] = round(time.time() - started, 1)
         run.update_status(train={**run.status().get('train', {}), 'sessions': sessions,
                                  'wall_s': round(sum(s['wall_s'] for s in sessions), 1)})
@@ -215,7 +235,7 @@ def train_supernet(config: Mapping[str, Any], run_dir: str | os.PathLike, progre
 
 def _atomic_checkpoint(trainer, path: Path) -> None:
     tmp = path.with_suffix('.tmp')
-    trainer.save_checkpoint(str(tmp))
+    trainer.save_checkpoint(str(tmp), weights_only=False)  # the full state, for resume
     os.replace(tmp, path)
 
 
@@ -526,3 +546,139 @@ def ablation_stage(run_dir: str | os.PathLike, device: str = 'raspberry_pi_4', p
     (out / 'ablation_cotraining_pair.json').write_text(json.dumps({'device_front': device, 'sample': sample}, indent=1))
     run.update_status(ablation={'done': True, 'environment': environment()})
     return {'rows': rows}
+
+
+# ---------------------------------------------------------------------------------------------------------
+# export and the whole pipeline (nni-biglittle run)
+# ---------------------------------------------------------------------------------------------------------
+def export_stage(run_dir: str | os.PathLike, count: int = 3) -> dict[str, Any]:
+    """Freeze ``count`` models across each searched front (weights from the supernet, batch norm
+    re-calibrated, the calibrated threshold set) to ``<run>/export/<device>/front_<k>.pt``: a dict with
+    ``sample``, ``threshold``, ``spec`` and the ``state_dict`` of the ``BigLittleModel``, loadable
+    without NNI (:func:`load_exported`)."""
+    import dataclasses
+    import json
+    import torch
+    from nni_bigLittle.strategies.evolution import build_model
+    run = RunFolder(run_dir)
+    supernet = _trained_supernet(run)
+    _, calibration, _, _ = _run_data(run)
+    written = []
+    for summary_path in sorted((run.path / 'search').glob('*/front.json')):
+        device = summary_path.parent.name
+        summary = json.loads(summary_path.read_text())
+        folder = run.path / 'export' / device
+        folder.mkdir(parents=True, exist_ok=True)
+        for rank, record in enumerate(pick_across_front(summary['front'], summary['objective'], count)):
+            model = build_model(supernet, record, calibration)
+            path = folder / f'front_{rank + 1}.pt'
+            torch.save({'format': 'nni_bigLittle.exported/1', 'spec': dataclasses.asdict(supernet.spec),
+                        'sample': record['sample'], 'threshold': float(record['threshold']),
+                        'record': {k: v for k, v in record.items() if k != 'sample'},
+                        'state_dict': model.state_dict()}, path)
+            written.append(str(path.relative_to(run.path)))
+    if not written:
+        raise FileNotFoundError(f'{run.path} has no search results; run the search stage first.')
+    run.update_status(export={'done': True, 'files': written})
+    return {'files': written}
+
+
+def load_exported(path: str | os.PathLike):
+    """The ``BigLittleModel`` of a file written by :func:`export_stage` (eval mode, threshold set)."""
+    import torch
+    from nni_bigLittle.model import BigLittleModel
+    from nni_bigLittle.search_spaces.spec import SpaceSpec, StageSpec
+    payload = torch.load(path, map_location='cpu', weights_only=False)
+    if not isinstance(payload, dict) or payload.get('format') != 'nni_bigLittle.exported/1':
+        raise ValueError(f'{path} is not a model exported by nni-biglittle run / export_stage.')
+    fields = dict(payload['spec'])
+    fields['trunk'] = tuple(StageSpec(**stage) for stage in fields['trunk'])
+    fields = {k: tuple(v) if isinstance(v, list) else v for k, v in fields.items()}
+    model = BigLittleModel(SpaceSpec(**fields).decode(payload['sample']))
+    model.load_state_dict(payload['state_dict'])
+    model.router.threshold = payload['threshold']
+    return model.eval()
+
+
+PIPELINE_KEYS = ('run_dir', 'train', 'search', 'export', 'report')
+
+
+def resolve_pipeline_config(config: Mapping[str, Any]) -> dict[str, Any]:
+    """Check a pipeline config (``nni-biglittle run``) and fill its defaults; nothing is started."""
+    unknown = sorted(set(config) - set(PIPELINE_KEYS))
+    if unknown:
+        raise ConfigError(f'Unknown pipeline key(s) {unknown}; valid keys: {list(PIPELINE_KEYS)} '
+                          '(train holds the co-training config).')
+    if not isinstance(config.get('train'), Mapping):
+        raise ConfigError('The pipeline needs a train: mapping (the co-training config, see nni_bigLittle.pipeline).')
+    if not config.get('run_dir'):
+        raise ConfigError('The pipeline needs run_dir: the folder of the run (resumed when it exists).')
+    search = dict(config.get('search') or {})
+    bad = sorted(set(search) - set(SEARCH_DEFAULTS))
+    if bad:
+        raise ConfigError(f'Unknown search option(s) {bad}; valid: {sorted(SEARCH_DEFAULTS)}.')
+    search = {**SEARCH_DEFAULTS, **search}
+    for device in search['devices']:
+        from nni_bigLittle.evaluation import _profiler
+        try:
+            _profiler(device, search['metric'] if search['metric'] != 'macs' else 'latency')
+        except (KeyError, ValueError) as err:
+            raise ConfigError(f'search.devices: {err}') from None
+    export = {'count': 3, **dict(config.get('export') or {})}
+    report = {'count': 3, **dict(config.get('report') or {})}
+    for name, section in (('export', export), ('report', report)):
+        if set(section) != {'count'} or not isinstance(section['count'], int) or section['count'] < 1:
+            raise ConfigError(f'{name} takes only count: a positive int (models per front), got {section}.')
+    return {'run_dir': str(config['run_dir']), 'train': resolve_train_config(config['train']), 'search': search,
+            'export': export, 'report': report}
+
+
+def run_pipeline(config: Mapping[str, Any], run_dir: str | os.PathLike | None = None, progress: bool = True,
+                 base: str | os.PathLike = '.') -> dict[str, Any]:
+    """train supernet (NNI ``NasExperiment`` + co-training strategy) -> multi-objective search per device
+    -> export front models -> report (test split); each stage resumes or is skipped when done. Relative
+    ``run_dir`` and ``train.data_root`` are taken from ``base`` (the config file's folder). Prints the
+    Pareto fronts and the report table; returns the status."""
+    cfg = resolve_pipeline_config(config)
+    base = Path(base)
+    run_path = Path(run_dir) if run_dir is not None else base / cfg['run_dir']
+    train = dict(cfg['train'])
+    if train['data_root'] is not None and not Path(train['data_root']).is_absolute():
+        train['data_root'] = str((base / train['data_root']).resolve())
+    from nni_bigLittle.data import load_dataset
+    load_dataset(train['dataset'], train['data_root'], val_size=train['val_size'], seed=train['seed'],
+                 augment='none')  # a missing dataset fails here, before anything starts
+    stages = [('train', 'co-train the supernet'), ('search', 'Pareto search per device'),
+              ('export', 'freeze front models'), ('report', 'test-split report')]
+    started = time.time()
+    for i, (stage, what) in enumerate(stages):
+        print(f'[run] stage {i + 1}/{len(stages)}: {stage} ({what})', flush=True)
+        if stage == 'train':
+            train_supernet(train, run_path, progress=progress)
+        elif stage == 'search':
+            search_stage(run_path, progress=progress, **cfg['search'])
+        elif stage == 'export':
+            files = export_stage(run_path, count=cfg['export']['count'])['files']
+            print(f'[run] exported {len(files)} models to {run_path / "export"}')
+        else:
+            evaluate_stage(run_path, count=cfg['report']['count'])
+    print(format_fronts(run_path))
+    print((run_path / 'results' / 'front_models.md').read_text())
+    run = RunFolder(run_path)
+    run.update_status(pipeline={'done': True, 'wall_s_last_invocation': round(time.time() - started, 1)})
+    return run.status()
+
+
+def format_fronts(run_dir: str | os.PathLike) -> str:
+    """The searched Pareto fronts of a run as text tables (one per device)."""
+    import json
+    out = []
+    for summary_path in sorted((Path(run_dir) / 'search').glob('*/front.json')):
+        summary = json.loads(summary_path.read_text())
+        objective = summary['objective']
+        out.append(f'Pareto front for {summary_path.parent.name} ({len(summary["front"])} models, validation):')
+        out.append(f'  {"accuracy":>8}  {objective:>28}  {"escalation":>10}  {"little_acc":>10}  {"big_acc":>8}  policy')
+        for r in sorted(summary['front'], key=lambda r: r[objective]):
+            out.append(f'  {r["accuracy"]:8.4f}  {r[objective]:28.3f}  {r["escalation_rate"]:10.2f}  '
+                       f'{r["little_acc"]:10.4f}  {r["big_acc"]:8.4f}  {r["policy"]}')
+    return '\n'.join(out)

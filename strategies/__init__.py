@@ -5,6 +5,7 @@
 - ``evolution``: NSGA-II multi-objective search on a trained supernet (``search_supernet``) and as an
   NNI multi-trial strategy (``MultiObjectiveEvolution``).
 - ``latency_target``: LightNAS latency-target search (``L + lam * (LAT/T - 1)``, lam learned by ascent).
+- ``tuner``: ``BigLittleEvolution``, the constraint-aware NSGA-II as an NNI tuner for ``nnictl`` experiments.
 - ``differentiable``: the relaxation that lets NNI's ``DARTS``, ``GumbelDARTS`` and ``Proxyless`` run on
   the space (wired in through ``BigLittleSpace.extra_oneshot_hooks``).
 """

@@ -340,6 +340,21 @@ class NSGA2:
             taken.add(sample_key(genome))
         return batch
 
+    def propose(self, taken: Iterable[str] = ()) -> Genome:
+        """Steady-state form, for asynchronous workers (an NNI tuner): one genome, not evaluated and not
+        in ``taken`` (keys of genomes in flight). The initial genomes, then random ones until
+        ``population`` genomes are evaluated or in flight, then a child of the current population. Tell
+        each result with ``tell([genome], [metrics])`` (``generation`` then counts results)."""
+        taken = set(taken)
+        for genome in self.initial:
+            genome = self._repaired(dict(genome))
+            if sample_key(genome) not in taken and sample_key(genome) not in self._memo:
+                return genome
+        ranked = self._ranked(self.population)
+        if len(self.history) + len(taken) < self.population_size or not ranked:
+            return self._novel(self._random, taken)
+        return self._novel(lambda: self._child(ranked), taken)
+
     def _tournament(self, ranked: list[tuple[Record, int, float]]) -> Genome:
         if len(ranked) == 1:
             return dict(ranked[0][0].sample)
@@ -564,14 +579,16 @@ def nsga2(genes: Mapping[str, Sequence[Any]], evaluate: Callable[[Genome], Mappi
 # ============================================================================================ repair
 
 
-def space_repair(spec, extra_labels: Iterable[str] = (), max_tries: int = 200) -> Repair:
+def space_repair(spec, extra_labels: Iterable[str] = (), max_tries: int = 200,
+                 choices: Mapping[str, Sequence[Any]] | None = None) -> Repair:
     """A repair for genomes over a ``SpaceSpec``'s labels (plus ``extra_labels`` the spec does not know).
 
     An invalid pair (the little network not cheaper than the big one) is mended by re-drawing little
     labels (each with a probability growing from 1/max_tries to 1), then any label, keeping the other
-    genes; a missing ``router/threshold`` is filled for the check only.
+    genes; a missing ``router/threshold`` is filled for the check only. Values are re-drawn from
+    ``choices`` (default: the spec's; a narrowed search space gives its own).
     """
-    choices = spec.choices()
+    choices = {**spec.choices(), **(choices or {})}
     extra = set(extra_labels)
     placeholder = choices['router/threshold'][0]
 

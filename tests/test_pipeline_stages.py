@@ -59,3 +59,61 @@ def test_search_evaluate_and_ablation_stages(trained_run, capsys):
 def test_stages_need_their_inputs(tmp_path, capsys):
     assert main(['search', str(tmp_path)]) == 2
     assert 'no trained supernet' in capsys.readouterr().err
+
+
+def _pipeline(tmp_path, **train_overrides) -> str:
+    import yaml
+    config = {'run_dir': 'run', 'train': _digits_config(epochs=2, limit_train_batches=6, **train_overrides),
+              'search': {'devices': ['raspberry_pi_4', 'jetson_nano_trt_fp32'], 'population': 6, 'generations': 1},
+              'export': {'count': 2}, 'report': {'count': 2}}
+    path = tmp_path / 'pipeline.yaml'
+    path.write_text(yaml.safe_dump(config))
+    return str(path)
+
+
+def test_run_pipeline_trains_searches_exports_reports_and_resumes(tmp_path, capsys):
+    from nni_bigLittle.pipeline import load_exported
+    config = _pipeline(tmp_path)
+    assert main(['run', config, '--quiet']) == 0
+    out = capsys.readouterr().out
+    for stage in ('train', 'search', 'export', 'report'):
+        assert f': {stage} (' in out
+    assert 'Pareto front for raspberry_pi_4' in out and 'Pareto front for jetson_nano_trt_fp32' in out
+    assert '| static largest |' in out
+    run = tmp_path / 'run'
+    exported = sorted((run / 'export').glob('*/front_*.pt'))
+    assert len(exported) == 4
+    import torch
+    model = load_exported(exported[0])
+    pred, escalated = model.infer(torch.randn(4, 3, 32, 32))
+    assert pred.shape == (4,) and escalated.dtype == torch.bool
+    assert main(['run', config, '--quiet']) == 0  # everything done: resumed, nothing retrained
+    assert 'is complete' in capsys.readouterr().out
+
+
+def test_run_pipeline_refuses_bad_configs_before_starting(tmp_path, capsys):
+    import yaml
+    config = yaml.safe_load(open(_pipeline(tmp_path, strategy='spiral')))
+    (tmp_path / 'bad.yaml').write_text(yaml.safe_dump(config))
+    assert main(['run', str(tmp_path / 'bad.yaml')]) == 2
+    assert 'spiral' in capsys.readouterr().err
+    config = yaml.safe_load(open(_pipeline(tmp_path, dataset='cifar10', data_root=str(tmp_path / 'nowhere'))))
+    (tmp_path / 'nodata.yaml').write_text(yaml.safe_dump(config))
+    assert main(['run', str(tmp_path / 'nodata.yaml')]) == 2
+    assert 'cifar10' in capsys.readouterr().err
+    config = yaml.safe_load(open(_pipeline(tmp_path)))
+    config['search']['devices'] = ['raspberry_pi_9']
+    (tmp_path / 'nodevice.yaml').write_text(yaml.safe_dump(config))
+    assert main(['run', str(tmp_path / 'nodevice.yaml')]) == 2
+    assert 'raspberry_pi_9' in capsys.readouterr().err
+    assert not (tmp_path / 'run').exists()  # nothing was started
+
+
+@pytest.mark.slow
+def test_quickstart_pipeline_as_the_readme_runs_it(tmp_path, capsys):
+    """The README's main job, whole (about 5 minutes on 2 cores)."""
+    from conftest import REPO
+    assert main(['run', str(REPO / 'experiments' / 'quickstart_pipeline.yaml'), '--run-dir', str(tmp_path / 'qs'),
+                 '--quiet']) == 0
+    out = capsys.readouterr().out
+    assert out.count('Pareto front for') == 2 and '| static smallest |' in out
