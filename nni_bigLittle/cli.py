@@ -357,7 +357,22 @@ def cmd_experiment(args) -> int:
     return 0
 
 
+def cmd_records(args) -> int:
+    from nni_bigLittle.runs import copy_records
+    copied = copy_records(args.run_dir, args.out)
+    print(f'{len(copied)} record files of {args.run_dir} copied to {args.out}:')
+    for path in copied:
+        print(f'  {path}')
+    return 0
+
+
 def _add_training_commands(sub) -> None:
+    p = sub.add_parser('records', help='copy the text records of a run folder (config, metrics, status, fronts, '
+                                       'results; no weights) to commit them, e.g. under benchmarks/results/')
+    p.add_argument('run_dir')
+    p.add_argument('--out', required=True, help='destination folder')
+    p.set_defaults(func=cmd_records)
+
     p = sub.add_parser('experiment', help='check an nnictl experiment YAML before anything starts, or check and '
                                           'launch it (nnictl create)')
     experiment_sub = p.add_subparsers(dest='experiment_command', required=True)

@@ -57,23 +57,19 @@ def port_is_free(port: int) -> bool:
 
 
 def _nni_config(path: Path):
-    import yaml
     from nni.experiment.config import ExperimentConfig
-    if not path.is_file():
-        raise ExperimentCheckError(f'No experiment config at {path}.')
+    from nni_bigLittle.pipeline import ConfigError, load_config
     try:
-        raw = yaml.safe_load(path.read_text())
-    except yaml.YAMLError as err:
-        raise ExperimentCheckError(f'{path} is not valid YAML: {err}') from None
-    if not isinstance(raw, dict):
-        raise ExperimentCheckError(f'{path} must hold an NNI experiment config (a mapping).')
+        raw = load_config(path)
+    except ConfigError as err:
+        raise ExperimentCheckError(str(err)) from None
     if 'trainingServicePlatform' in raw:
         raise ExperimentCheckError(f'{path} is in the legacy (v1) format; use the v2 format of NNI 3.0.')
     try:
         config = ExperimentConfig.load(str(path)).canonical_copy()  # paths resolved, search space read
     except Exception as err:  # NNI raises ValueError / AssertionError / TypeError for schema problems
         raise ExperimentCheckError(f'{path}: NNI rejects the config: {type(err).__name__}: {err}') from None
-    return raw, config
+    return config
 
 
 def _build_tuner(config) -> Any:
@@ -212,7 +208,7 @@ def check_experiment(path: str | os.PathLike, port: int | None = None) -> dict[s
     import nni_bigLittle._nni_compat  # noqa: F401
     from nni_bigLittle.search_spaces.hpo import sample_from_parameters
     path = Path(path)
-    raw, config = _nni_config(path)
+    config = _nni_config(path)
     if port is not None and not port_is_free(port):
         raise ExperimentCheckError(f'Port {port} is in use (another NNI experiment or program); pick another --port '
                                    '(or stop it: nnictl stop --port ' + str(port) + ').')

@@ -24,7 +24,7 @@ from typing import Any, Mapping
 
 import yaml
 
-__all__ = ['RunFolder', 'RunConfigMismatch', 'write_json', 'environment']
+__all__ = ['RunFolder', 'RunConfigMismatch', 'write_json', 'environment', 'copy_records']
 
 
 class RunConfigMismatch(RuntimeError):
@@ -161,3 +161,25 @@ def _fmt(value: Any) -> Any:
     if hasattr(value, 'item'):
         return f'{value.item():.6g}'
     return value
+
+
+# the records of a run worth committing: small text files; weights, checkpoints and NNI's folders stay out
+RECORD_PATTERNS = ('config.yaml', 'metrics.csv', 'status.json', 'search/*/front.json', 'search/*/front.csv',
+                   'search/*/history.csv', 'results/*.csv', 'results/*.md', 'results/*.json')
+
+
+def copy_records(run_dir: str | os.PathLike, dest: str | os.PathLike) -> list[str]:
+    """Copy the text records of a run folder (:data:`RECORD_PATTERNS`) to ``dest``, keeping the layout.
+    Returns the copied relative paths."""
+    import shutil
+    run_dir, dest = Path(run_dir), Path(dest)
+    if not (run_dir / 'config.yaml').is_file():
+        raise FileNotFoundError(f'{run_dir} is not a run folder (no config.yaml).')
+    copied = []
+    for pattern in RECORD_PATTERNS:
+        for path in sorted(run_dir.glob(pattern)):
+            target = dest / path.relative_to(run_dir)
+            target.parent.mkdir(parents=True, exist_ok=True)
+            shutil.copyfile(path, target)
+            copied.append(str(path.relative_to(run_dir)))
+    return copied

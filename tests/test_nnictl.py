@@ -3,7 +3,10 @@ headless browser, `nnictl algo register` of our tuner, and bad configs refused b
 
 Each test runs nnictl with HOME and NNI_CONFIG_DIR inside its tmp folder, so the experiment registry,
 the experiments' folders and algorithm registrations never touch the user's."""
+import os
+import shutil
 import socket
+from pathlib import Path
 
 import pytest
 import yaml
@@ -46,6 +49,10 @@ def test_quickstart_experiment_reaches_done_and_the_web_ui_shows_our_metrics(tmp
             assert nni_webui.DEFAULT_METRIC_HEADER in table.headers.values()
             assert OUR_KEYS <= table.metric_keys
             assert screenshot.is_file() and screenshot.stat().st_size > 10_000
+            keep = os.environ.get('NNI_BIGLITTLE_TEST_ARTIFACTS')  # a folder to keep the screenshot in
+            if keep:
+                Path(keep).mkdir(parents=True, exist_ok=True)
+                shutil.copy(screenshot, Path(keep) / screenshot.name)
     finally:
         nctl.stop(exp_id, env=nni_env, port=port)
     assert nctl.manager_processes(exp_id, port) == []

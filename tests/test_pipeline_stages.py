@@ -117,3 +117,12 @@ def test_quickstart_pipeline_as_the_readme_runs_it(tmp_path, capsys):
                  '--quiet']) == 0
     out = capsys.readouterr().out
     assert out.count('Pareto front for') == 2 and '| static smallest |' in out
+
+
+def test_records_copies_the_text_records_and_no_weights(trained_run, tmp_path, capsys):
+    assert main(['records', str(trained_run), '--out', str(tmp_path / 'records')]) == 0
+    copied = {p.relative_to(tmp_path / 'records').as_posix() for p in (tmp_path / 'records').rglob('*') if p.is_file()}
+    assert {'config.yaml', 'metrics.csv', 'status.json'} <= copied
+    assert not any(name.endswith(('.pt', '.ckpt')) for name in copied)
+    assert main(['records', str(tmp_path / 'nothing'), '--out', str(tmp_path / 'x')]) == 2
+    assert 'not a run folder' in capsys.readouterr().err
