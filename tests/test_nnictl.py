@@ -135,3 +135,27 @@ def test_bad_configs_fail_before_anything_starts(tmp_path, capsys, monkeypatch):
     # and the good one passes the check (it is not launched here)
     assert main(['experiment', 'check', good]) == 0
     assert 'OK (tuner BigLittleEvolution' in capsys.readouterr().out
+
+
+def test_supernet_trial_sends_per_epoch_results_to_the_manager(tmp_path, nni_env):
+    """The co-training run inside the trial swaps NNI's trial channel while it trains; the per-epoch
+    results must still reach the manager (the web UI's curves)."""
+    import json
+    import urllib.request
+    from test_cotraining import _digits_config
+    (tmp_path / 'train.yaml').write_text(yaml.safe_dump(_digits_config(epochs=2, limit_train_batches=4)))
+    (tmp_path / 'space.json').write_text('{"optimizer.learning_rate": {"_type": "choice", "_value": [0.05, 0.1]}}')
+    (tmp_path / 'exp.yaml').write_text(yaml.safe_dump({
+        'searchSpaceFile': 'space.json', 'trialCodeDirectory': '.', 'trialConcurrency': 1, 'maxTrialNumber': 1,
+        'trialCommand': 'python -m nni_bigLittle.trial_code.supernet --config train.yaml --threads 1 --quiet',
+        'tuner': {'name': 'TPE', 'classArgs': {'optimize_mode': 'maximize'}},
+        'trainingService': {'platform': 'local'}}))
+    with nctl.running_experiment(tmp_path / 'exp.yaml', env=nni_env) as (exp_id, port):
+        assert nctl.wait_done(port, timeout=600, poll=2) == 'DONE'
+        assert [job['status'] for job in nctl.trial_jobs(port)] == ['SUCCEEDED']
+        with urllib.request.urlopen(f'http://127.0.0.1:{port}/api/v1/nni/metric-data', timeout=10) as response:
+            records = json.loads(response.read())
+    reports = [(r['type'], json.loads(json.loads(r['data']))) for r in records]
+    assert [(kind, value['epoch']) for kind, value in reports] == [('PERIODICAL', 1.0), ('PERIODICAL', 2.0),
+                                                                  ('FINAL', 2.0)]
+    assert all({'default', 'big_acc', 'little_acc'} <= set(value) for _, value in reports)

@@ -78,9 +78,12 @@ def trial_parameters(args: argparse.Namespace, draw: Callable[[random.Random], d
     """The trial's parameter dict: NNI's inside an experiment, else ``--params`` or ``draw(rng)``."""
     if in_nni():
         import nni
+        from nni.runtime.trial_command_channel import get_default_trial_command_channel
+        global _TRIAL_CHANNEL
         params = nni.get_next_parameter()
         if params is None:
             raise TrialError('NNI gave this trial no parameters.')
+        _TRIAL_CHANNEL = get_default_trial_command_channel()
         return dict(params)
     if args.params:
         text = args.params
@@ -101,10 +104,22 @@ def trial_parameters(args: argparse.Namespace, draw: Callable[[random.Random], d
     return params
 
 
+# The trial's channel to the NNI manager. A NasExperiment run inside the trial (the supernet trial)
+# swaps NNI's default channel for its own while it trains, so per-epoch reports go through this one.
+_TRIAL_CHANNEL = None
+
+
 def report_intermediate(metrics: Mapping[str, float]) -> None:
     if in_nni():
         import nni
-        nni.report_intermediate_result(dict(metrics))
+        from nni.runtime.trial_command_channel import (
+            get_default_trial_command_channel, set_default_trial_command_channel)
+        current = get_default_trial_command_channel()
+        set_default_trial_command_channel(_TRIAL_CHANNEL or current)
+        try:
+            nni.report_intermediate_result(dict(metrics))
+        finally:
+            set_default_trial_command_channel(current)
     else:
         print('intermediate ' + json.dumps(dict(metrics), sort_keys=True), flush=True)
 
