@@ -307,11 +307,20 @@ def search_stage(run_dir: str | os.PathLike, progress: bool = True, **options: A
     cache = SubnetCache(supernet, calibration, val_loader)
     started = time.time()
     results = {}
+    # the pairs co-training trains at every step seed the first population: random draws almost never
+    # reach the largest pairs, the most accurate end of the front
+    from nni_bigLittle.strategies.cotraining import max_pair, min_pair
+    from nni_bigLittle.strategies.evolution import DEFAULT_ESCALATION_GRID, ESCALATION_LABEL
+    spec = supernet.spec
+    initial = [{**max_pair(spec, fork), ESCALATION_LABEL: rate} for fork in spec.forks
+               for rate in (0.3, max(DEFAULT_ESCALATION_GRID))]
+    initial.append({**min_pair(spec, len(spec.trunk) // 2), ESCALATION_LABEL: 0.3})
+    initial = initial[:opts['population']]
     for device in opts['devices']:
         result = search_supernet(supernet, calibration, val_loader, device=device, metric=opts['metric'],
                                  population=opts['population'], generations=opts['generations'],
                                  budget=opts['budget'], run_dir=run.path / 'search' / device, seed=opts['seed'],
-                                 cache=cache, progress=progress)
+                                 cache=cache, initial=initial, progress=progress)
         results[device] = {'front_size': len(result.front), 'evaluations': result.evaluations,
                            'objective': result.objective}
         print(f'[search] {device}: {len(result.front)} models on the front ({result.objective} vs accuracy)')
