@@ -4,6 +4,7 @@ headless browser, `nnictl algo register` of our tuner, and bad configs refused b
 Each test runs nnictl with HOME and NNI_CONFIG_DIR inside its tmp folder, so the experiment registry,
 the experiments' folders and algorithm registrations never touch the user's."""
 import os
+import re
 import shutil
 import socket
 from pathlib import Path
@@ -132,9 +133,17 @@ def test_bad_configs_fail_before_anything_starts(tmp_path, capsys, monkeypatch):
         taken.bind(('', port))
         taken.listen()
         refused(good, f'Port {port} is in use')
-    # and the good one passes the check (it is not launched here)
+    # and the good one passes the check, and launches
     assert main(['experiment', 'check', good]) == 0
     assert 'OK (tuner BigLittleEvolution' in capsys.readouterr().out
+    assert main(['experiment', 'create', good, '--port', str(port), '--settle', '3']) == 0
+    out = capsys.readouterr().out
+    exp_id = re.search(r'id (\w+), web UI', out).group(1)
+    try:
+        assert nctl.check_status(port)['status'] in ('RUNNING', 'NO_MORE_TRIAL', 'DONE', 'TUNER_NO_MORE_TRIAL')
+    finally:
+        nctl.stop(exp_id, port=port)
+    assert nctl.manager_processes(exp_id, port) == []
 
 
 def test_supernet_trial_sends_per_epoch_results_to_the_manager(tmp_path, nni_env):
