@@ -66,14 +66,20 @@ def export_onnx(model: BigLittleModel, folder: str | os.PathLike) -> dict[str, A
         raise TypeError(f'export_onnx needs a frozen BigLittleModel, got {type(model).__name__}.')
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
-    model = model.eval()
+    was_training = model.training
     arch = model.arch
     example = torch.randn(2, 3, arch.resolution, arch.resolution)
-    _export(_LittleGraph(model), example, folder / 'little.onnx', ['input'],
-            ['little_logits', 'confidence', 'fork_features'])
-    with torch.no_grad():
-        fork = model.fork_features(example)
-    _export(model.big_tail_module(), fork, folder / 'big_tail.onnx', ['fork_features'], ['big_logits'])
+    try:
+        # torch.onnx.export puts the wrapper back in the mode it found it in, recursively: a wrapper left in
+        # training mode would switch the model to training, and the next forward would overwrite its
+        # batch-norm statistics with those of the random example
+        _export(_LittleGraph(model).eval(), example, folder / 'little.onnx', ['input'],
+                ['little_logits', 'confidence', 'fork_features'])
+        with torch.no_grad():
+            fork = model.eval().fork_features(example)
+        _export(model.big_tail_module().eval(), fork, folder / 'big_tail.onnx', ['fork_features'], ['big_logits'])
+    finally:
+        model.train(was_training)
     manifest = {
         'format': MANIFEST_FORMAT, 'sample': model.sample, 'num_classes': arch.num_classes,
         'input': {'name': 'input', 'shape': [None, 3, arch.resolution, arch.resolution], 'dtype': 'float32',

@@ -30,3 +30,11 @@ def test_a_wrong_graph_is_caught(tiny_space, tmp_path):
         other.big_head.classifier.weight.add_(0.5)  # a model that is not the exported one
     with pytest.raises(ExportMismatch, match='big_logits'):
         verify_export(other, tmp_path, [torch.randn(4, 3, 32, 32)])
+
+
+def test_export_leaves_the_model_and_its_batch_norm_statistics_alone(tiny_space, tmp_path):
+    model = tiny_space.freeze(tiny_space.spec.largest()).eval()
+    before = {k: v.clone() for k, v in model.state_dict().items()}
+    export_onnx(model, tmp_path)
+    assert not model.training
+    assert all(torch.equal(before[k], v) for k, v in model.state_dict().items())
