@@ -28,7 +28,7 @@ from torch import nn
 
 from nni_bigLittle.model import BigLittleModel
 
-__all__ = ['export_onnx', 'verify_export', 'ExportMismatch', 'MANIFEST_FORMAT']
+__all__ = ['export_onnx', 'verify_export', 'ExportMismatch', 'BigLittleRuntime', 'MANIFEST_FORMAT']
 
 MANIFEST_FORMAT = 'nni_bigLittle.onnx/1'
 OPSET = 17
@@ -145,3 +145,63 @@ def verify_export(model: BigLittleModel, folder: str | os.PathLike, inputs: Iter
         raise ExportMismatch(f'{seen - same_pred} of {seen} dynamic predictions differ from PyTorch.')
     return {**{f'max_abs_diff_{k}': v for k, v in worst.items()}, 'inputs': float(seen),
             'escalation_agreement': same_escalation / seen, 'prediction_agreement': same_pred / seen}
+
+
+# ---------------------------------------------------------------------------------------------------------
+# the input-adaptive runtime over ONNX Runtime
+# ---------------------------------------------------------------------------------------------------------
+class BigLittleRuntime:
+    """Run an exported pair (a folder written by :func:`export_onnx`) with ONNX Runtime, input by input.
+
+    :meth:`predict` runs ``little.onnx`` on a batch, compares the router's confidence with the threshold,
+    and runs ``big_tail.onnx`` only on the escalated rows of the cached fork features (batch splitting).
+    :meth:`records` runs inputs one batch at a time and returns per-sample records: prediction,
+    escalation, wall latency of its batch (ms) and the process's peak resident memory (MB). No energy
+    backend exists on a CPU-only machine, so records carry no energy.
+    """
+
+    def __init__(self, folder: str | os.PathLike, threads: int | None = None,
+                 providers: tuple[str, ...] = ('CPUExecutionProvider',)):
+        import onnxruntime as ort
+        self.folder = Path(folder)
+        path = self.folder / 'manifest.json'
+        if not path.is_file():
+            raise FileNotFoundError(f'{self.folder} holds no manifest.json; write the bundle with export_onnx.')
+        self.manifest = json.loads(path.read_text())
+        if self.manifest.get('format') != MANIFEST_FORMAT:
+            raise ValueError(f'{path} is not a {MANIFEST_FORMAT} manifest.')
+        options = ort.SessionOptions()
+        if threads is not None:
+            options.intra_op_num_threads = int(threads)
+            options.inter_op_num_threads = 1
+        self.little = ort.InferenceSession(str(self.folder / 'little.onnx'), options, providers=list(providers))
+        self.big_tail = ort.InferenceSession(str(self.folder / 'big_tail.onnx'), options, providers=list(providers))
+        self.threshold = float(self.manifest['router']['threshold'])
+
+    def predict(self, x: np.ndarray, threshold: float | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """``(predictions, escalated)`` for a batch ``x`` of shape ``(n, 3, H, W)`` (float32)."""
+        x = np.ascontiguousarray(x, dtype=np.float32)
+        logits, confidence, fork = self.little.run(None, {'input': x})
+        threshold = self.threshold if threshold is None else float(threshold)
+        escalated = np.ones(len(x), dtype=bool) if threshold >= 1.0 else confidence < threshold
+        pred = logits.argmax(1)
+        if escalated.any():
+            pred[escalated] = self.big_tail.run(None, {'fork_features': fork[escalated]})[0].argmax(1)
+        return pred, escalated
+
+    def records(self, images: np.ndarray, batch_size: int = 1, threshold: float | None = None) -> list[dict]:
+        """Per-sample records of running ``images`` in batches of ``batch_size``."""
+        import resource
+        import time
+        if batch_size < 1:
+            raise ValueError(f'batch_size must be >= 1, got {batch_size}.')
+        out = []
+        for start in range(0, len(images), batch_size):
+            chunk = images[start:start + batch_size]
+            began = time.perf_counter()
+            pred, escalated = self.predict(chunk, threshold)
+            latency = (time.perf_counter() - began) * 1e3
+            peak = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024.0  # KiB on Linux
+            out.extend({'prediction': int(p), 'escalated': bool(e), 'batch_latency_ms': latency,
+                        'batch_size': len(chunk), 'peak_rss_mb': peak} for p, e in zip(pred, escalated))
+        return out
