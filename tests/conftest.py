@@ -25,6 +25,7 @@ def _seed_and_threads():
 @pytest.fixture(scope='session')
 def cifar_space():
     from nni_bigLittle.search_spaces import BigLittleSpace
+    torch.manual_seed(0)  # session fixtures are built before the per-test seed: seed the weights here
     space = BigLittleSpace(preset='cifar', num_classes=10)
     _randomize_bn(space)
     return space.eval()
@@ -34,6 +35,7 @@ def cifar_space():
 def tiny_space():
     """A small space (2 widths, depths up to 2) for fast tests; same code path as the presets."""
     from nni_bigLittle.search_spaces import BigLittleSpace
+    torch.manual_seed(0)
     space = BigLittleSpace(preset='cifar', num_classes=10, width_choices=(0.5, 1.0), depth_choices=(1, 2),
                            little_depth_choices=(0, 1, 2), kernel_choices=(3, 5), expand_choices=(2, 4))
     _randomize_bn(space)
