@@ -596,14 +596,11 @@ def load_exported(path: str | os.PathLike):
     """The ``BigLittleModel`` of a file written by :func:`export_stage` (eval mode, threshold set)."""
     import torch
     from nni_bigLittle.model import BigLittleModel
-    from nni_bigLittle.search_spaces.spec import SpaceSpec, StageSpec
+    from nni_bigLittle.search_spaces.spec import SpaceSpec
     payload = torch.load(path, map_location='cpu', weights_only=False)
     if not isinstance(payload, dict) or payload.get('format') != 'nni_bigLittle.exported/1':
         raise ValueError(f'{path} is not a model exported by nni-biglittle run / export_stage.')
-    fields = dict(payload['spec'])
-    fields['trunk'] = tuple(StageSpec(**stage) for stage in fields['trunk'])
-    fields = {k: tuple(v) if isinstance(v, list) else v for k, v in fields.items()}
-    model = BigLittleModel(SpaceSpec(**fields).decode(payload['sample']))
+    model = BigLittleModel(SpaceSpec.from_dict(payload['spec']).decode(payload['sample']))
     model.load_state_dict(payload['state_dict'])
     model.router.threshold = payload['threshold']
     return model.eval()

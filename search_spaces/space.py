@@ -214,7 +214,6 @@ class BigLittleSpace(BigLittleForward, ModelSpace):
         A co-training checkpoint (Lightning ``.ckpt`` of :mod:`nni_bigLittle.strategies.cotraining`) is
         accepted too.
         """
-        from nni_bigLittle.search_spaces.spec import StageSpec
         try:
             payload = torch.load(path, map_location='cpu', weights_only=False)
         except FileNotFoundError:
@@ -229,12 +228,7 @@ class BigLittleSpace(BigLittleForward, ModelSpace):
         if not isinstance(payload, dict) or payload.get('format') != SUPERNET_FORMAT:
             raise ValueError(f'{path} is not a supernet saved by BigLittleSpace.save (expected format '
                              f'{SUPERNET_FORMAT!r}).')
-        fields = dict(payload['spec'])
-        fields['trunk'] = tuple(StageSpec(**stage) for stage in fields['trunk'])
-        for key, value in fields.items():
-            if isinstance(value, list):
-                fields[key] = tuple(value)
-        space = cls(SpaceSpec(**fields))
+        space = cls(SpaceSpec.from_dict(payload['spec']))
         space.load_state_dict(payload['state_dict'])
         return space.eval()
 

@@ -101,6 +101,14 @@ class SpaceSpec:
         if min(self.depth_choices) < 1:
             raise ValueError('Trunk stages need depth >= 1; only little stages may have depth 0.')
 
+    @classmethod
+    def from_dict(cls, fields: Mapping[str, Any]) -> 'SpaceSpec':
+        """The spec of ``dataclasses.asdict(spec)`` after a round trip through a file (lists back to tuples)."""
+        fields = {key: tuple(value) if isinstance(value, list) else value for key, value in fields.items()}
+        fields['trunk'] = tuple(StageSpec(**{k: tuple(v) if isinstance(v, list) else v for k, v in stage.items()})
+                                for stage in fields['trunk'])
+        return cls(**fields)
+
     # ----- labels -------------------------------------------------------------------------------------------
     @property
     def forks(self) -> tuple[int, ...]:

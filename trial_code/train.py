@@ -45,11 +45,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     from nni_bigLittle.search_spaces import BigLittleSpace
     from nni_bigLittle.search_spaces.hpo import sample_from_parameters
     options = common.evaluation_options(args)
+    space_options = parse_space_options(args.space_option)
     # the classes come from the data; loading it first also fails early on a missing dataset
     splits = _splits(args.dataset, args.data_root, args.seed, 'standard', options['val_size'],
-                     parse_space_options(args.space_option).get('resolution', 32))
+                     space_options.get('resolution', 32))
     torch.manual_seed(args.seed)
-    space = BigLittleSpace(args.preset, num_classes=splits.num_classes, **parse_space_options(args.space_option))
+    space = BigLittleSpace(args.preset, num_classes=splits.num_classes, **space_options)
     params = common.trial_parameters(args, space.spec.random_sample)
     sample, extra, repaired = sample_from_parameters(space.spec, params)
     unknown = sorted(set(extra) - set(TUNABLE))
