@@ -331,6 +331,21 @@ class _PyCudaBuffers:
             self.context.pop()
 
 
+def _onnx_to_fp16(onnx_bytes: bytes) -> bytes:
+    """The ONNX model with float16 weights and computation but float32 inputs and outputs (Cast nodes at the
+    edges), for TensorRT >= 11: its networks are strongly typed, so precision comes from the model's types.
+    Uses the converter that ships with ONNX Runtime (``onnxruntime.transformers.float16``)."""
+    import onnx
+    try:
+        from onnxruntime.transformers.float16 import convert_float_to_float16
+    except ImportError as exc:
+        raise ProfilerError('fp16 engines on TensorRT >= 11 need an fp16 ONNX model, converted with '
+                            f'onnxruntime.transformers.float16, which is not importable here ({exc}); '
+                            '`pip install onnxruntime`') from None
+    model = onnx.load_model_from_string(onnx_bytes)
+    return convert_float_to_float16(model, keep_io_types=True).SerializeToString()
+
+
 # Buffer backends by name (tests register a host-memory stand-in here).
 _CUDA_BUFFER_BACKENDS = {'torch': _TorchCudaBuffers, 'pycuda': _PyCudaBuffers}
 
@@ -404,10 +419,32 @@ class TensorRTProfiler:
         self.logger = trt.Logger(trt.Logger.WARNING)
 
     # -- engine -------------------------------------------------------------------------------
-    def build_engine(self, onnx_bytes: bytes, input_shapes: InputShapes = None):
-        """Parse ONNX and build a deserialized ``ICudaEngine`` (needs a current CUDA context)."""
+    def build_serialized_engine(self, onnx_bytes: bytes, input_shapes: InputShapes = None, *,
+                                profile_shapes: Optional[Dict[str, Sequence[Sequence[int]]]] = None,
+                                tf32: Optional[bool] = None):
+        """Parse ONNX and build a serialized engine (needs a current CUDA context).
+
+        Returns TensorRT's ``IHostMemory`` (a buffer: write it to an ``.engine`` file, or give it to
+        ``trt.Runtime.deserialize_cuda_engine``). Dynamic inputs need an optimization profile:
+        ``input_shapes`` ``{name: shape}`` gives a one-point profile (min = opt = max = shape),
+        ``profile_shapes`` ``{name: (min, opt, max)}`` a range (e.g. batch 1 to 64); ``profile_shapes``
+        wins for a name given in both. ``tf32``: None keeps TensorRT's default (TF32 allowed in fp32
+        layers on Ampere and later GPUs), False forbids it (fp32 engines then compute in full fp32),
+        True allows it. fp16 uses ``BuilderFlag.FP16`` up to TensorRT 10; TensorRT 11 builds strongly
+        typed networks only and has no such flag, so there the ONNX model is first converted to fp16
+        (float32 inputs and outputs kept, see :func:`_onnx_to_fp16`).
+        """
         trt = self.trt
         shapes = bench_onnx.parse_input_shapes(input_shapes)
+        ranges = {str(name): tuple(tuple(int(d) for d in shape) for shape in triple)
+                  for name, triple in (profile_shapes or {}).items()}
+        for name, triple in ranges.items():
+            if len(triple) != 3:
+                raise ProfilerError(f'profile_shapes[{name!r}] must be (min, opt, max) shapes, '
+                                    f'got {len(triple)} shapes')
+        fp16_flag = getattr(trt.BuilderFlag, 'FP16', None)
+        if self.precision == 'fp16' and fp16_flag is None:  # TensorRT >= 11: strongly typed networks only
+            onnx_bytes = _onnx_to_fp16(onnx_bytes)
         builder = trt.Builder(self.logger)
         # Explicit batch is a flag before TensorRT 10 and the only mode (flag deprecated) from 10 on.
         flags = 0
@@ -424,30 +461,55 @@ class TensorRTProfiler:
             config.set_memory_pool_limit(trt.MemoryPoolType.WORKSPACE, workspace)
         else:
             config.max_workspace_size = workspace
-        if self.precision == 'fp16':
-            config.set_flag(trt.BuilderFlag.FP16)
-        # Dynamic inputs get a one-point optimization profile at the requested shape.
+        if self.precision == 'fp16' and fp16_flag is not None:
+            config.set_flag(fp16_flag)
+        if tf32 is not None and hasattr(trt.BuilderFlag, 'TF32'):
+            if tf32:
+                config.set_flag(trt.BuilderFlag.TF32)
+            else:
+                config.clear_flag(trt.BuilderFlag.TF32)
+        # Dynamic inputs get an optimization profile: a range from profile_shapes, else one point.
         profile = None
         for i in range(network.num_inputs):
             tensor = network.get_input(i)
             declared = tuple(tensor.shape)
             if all(d > 0 for d in declared):
                 continue
-            if tensor.name not in shapes:
+            if tensor.name in ranges:
+                low, opt, high = ranges[tensor.name]
+                for shape in (low, opt, high):
+                    if len(shape) != len(declared) or any(d > 0 and d != s for d, s in zip(declared, shape)):
+                        raise ProfilerError(f'profile shape {list(shape)} of input {tensor.name!r} does not fit its '
+                                            f'declared shape {list(declared)}')
+                if not all(a <= b <= c for a, b, c in zip(low, opt, high)) or min(low) < 1:
+                    raise ProfilerError(f'profile of input {tensor.name!r} needs 1 <= min <= opt <= max in every '
+                                        f'dimension; got min {list(low)}, opt {list(opt)}, max {list(high)}')
+            elif tensor.name in shapes:
+                low = opt = high = shapes[tensor.name]
+            else:
                 example = 'x'.join(str(d) if d > 0 else '1' for d in declared)
                 raise ProfilerError(f'input {tensor.name!r} has dynamic dimensions {list(declared)}; give its shape '
                                     f'with input_shapes={{{tensor.name!r}: ({example.replace("x", ", ")})}}')
             if profile is None:
                 profile = builder.create_optimization_profile()
-            shape = shapes[tensor.name]
-            profile.set_shape(tensor.name, shape, shape, shape)
+            profile.set_shape(tensor.name, low, opt, high)
         if profile is not None:
             config.add_optimization_profile(profile)
         serialized = builder.build_serialized_network(network, config)
         if serialized is None:
             raise ProfilerError('TensorRT failed to build an engine for this model (see the TensorRT log above); '
                                 'try a larger workspace_gb or precision="fp32"')
-        runtime = trt.Runtime(self.logger)
+        return serialized
+
+    def build_engine(self, onnx_bytes: bytes, input_shapes: InputShapes = None, *,
+                     profile_shapes: Optional[Dict[str, Sequence[Sequence[int]]]] = None,
+                     tf32: Optional[bool] = None):
+        """Parse ONNX and build a deserialized ``ICudaEngine`` (needs a current CUDA context).
+
+        Arguments as :meth:`build_serialized_engine`; the defaults keep the profiler's behaviour
+        (one-point profiles, TensorRT's default TF32 setting)."""
+        serialized = self.build_serialized_engine(onnx_bytes, input_shapes, profile_shapes=profile_shapes, tf32=tf32)
+        runtime = self.trt.Runtime(self.logger)
         engine = runtime.deserialize_cuda_engine(serialized)
         if engine is None:
             raise ProfilerError('TensorRT could not deserialize the engine it just built')

@@ -288,6 +288,7 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument('--json', action='store_true', help='also print the summary as JSON')
     p.set_defaults(func=cmd_predictor_build_local)
     _add_training_commands(sub)
+    _add_deployment_commands(sub)
     return parser
 
 
@@ -366,6 +367,104 @@ def cmd_records(args) -> int:
     return 0
 
 
+def cmd_export(args) -> int:
+    _set_threads(args.threads)
+    from nni_bigLittle.pipeline import export_bundle
+    verify = None if args.verify == 'all' else int(args.verify)
+    manifest = export_bundle(args.source, args.out, device=args.device, pick=args.pick, verify=verify,
+                             sample_images=args.sample_images, progress=not args.quiet)
+    out = Path(args.out)
+    print(f'bundle written to {out}:')
+    for path in sorted(out.iterdir()):
+        print(f'  {path.name:16s} {path.stat().st_size / 1024:9.1f} KiB')
+    check = manifest.get('verification')
+    if check:
+        print(f'verified against PyTorch on {int(check["inputs"])} test images: predictions agree '
+              f'{check["prediction_agreement"]:.2%}, escalations {check["escalation_agreement"]:.2%}, dynamic.onnx '
+              f'{check.get("dynamic_graph_prediction_agreement", float("nan")):.2%}; max |diff| little '
+              f'{check["max_abs_diff_little_logits"]:.1e}, big {check["max_abs_diff_big_logits"]:.1e}, confidence '
+              f'{check["max_abs_diff_confidence"]:.1e}')
+    data = ' --data data.npz' if (out / 'data.npz').is_file() else ' --data <npz or image folder>'
+    print(f'run it (numpy + onnxruntime only): cd {out} && python3 run_bundle.py{data} --bench')
+    if args.tensorrt:
+        return _export_tensorrt(out, [p.strip() for p in args.tensorrt.split(',') if p.strip()])
+    return 0
+
+
+def _export_tensorrt(out: Path, precisions: list[str]) -> int:
+    """TensorRT engines next to the ONNX files, each checked against ONNX Runtime on the bundle's data."""
+    from nni_bigLittle.run_bundle import load_data
+    from nni_bigLittle.tensorrt_engines import TensorRTUnavailable, build_tensorrt_engines, verify_tensorrt
+    try:
+        section = build_tensorrt_engines(out, precisions=precisions)
+    except TensorRTUnavailable as err:
+        print(f'error: no TensorRT engines (the ONNX bundle is complete): {err}', file=sys.stderr)
+        return 2
+    data = out / 'data.npz'
+    for precision in section:
+        line = f'TensorRT {precision}: {section[precision]["little"]}, {section[precision]["big_tail"]}'
+        if data.is_file():
+            x, _ = load_data(data, json.loads((out / 'manifest.json').read_text()))
+            check = verify_tensorrt(out, precision, [x[i:i + 64] for i in range(0, len(x), 64)])
+            line += (f'; against ONNX Runtime on {int(check["inputs"])} images: predictions agree '
+                     f'{check["prediction_agreement"]:.2%}')
+        print(line)
+    return 0
+
+
+def cmd_bench(args) -> int:
+    from nni_bigLittle.bench import bench, format_bench, parse_baselines, write_bench
+    result = bench(args.bundle, data=args.data, baselines=parse_baselines(args.baseline), threads=args.threads,
+                   batch_size=args.batch_size, images=args.images, rounds=args.rounds, warmup=args.warmup,
+                   predictor=None if args.predictor == 'none' else args.predictor, memory=not args.no_memory,
+                   energy=not args.no_energy, progress=not args.quiet)
+    print(format_bench(result))
+    if args.out:
+        for path in write_bench(result, args.out):
+            print(f'wrote {path}')
+    return 0
+
+
+def _add_deployment_commands(sub) -> None:
+    p = sub.add_parser('export', help='a deployment bundle (little.onnx, big_tail.onnx, dynamic.onnx, big.onnx, '
+                                      'manifest.json, run_bundle.py, data.npz) from a run or an exported checkpoint, '
+                                      'verified against PyTorch')
+    p.add_argument('source', help='a run folder (after its search stage) or a checkpoint <run>/export/<device>/'
+                                  'front_<k>.pt')
+    p.add_argument('--out', required=True, help='bundle folder')
+    p.add_argument('--device', default=None, help="whose front (default: the run's first searched device)")
+    p.add_argument('--pick', choices=('cheapest', 'middle', 'accurate'), default='accurate',
+                   help='which of the frozen front models (default: the most accurate)')
+    p.add_argument('--verify', default='1000', help="test images to check ONNX Runtime against PyTorch on "
+                                                   "(default 1000; 'all'; 0 skips)")
+    p.add_argument('--sample-images', type=int, default=256, help='raw test images written to data.npz (default 256)')
+    p.add_argument('--tensorrt', default=None, metavar='fp32,fp16',
+                   help='also build TensorRT engines of these precisions (needs tensorrt and an NVIDIA GPU: '
+                        'pip install nni_bigLittle[tensorrt]); each is checked against ONNX Runtime on data.npz')
+    p.add_argument('--threads', type=int, help='torch threads')
+    p.add_argument('--quiet', action='store_true')
+    p.set_defaults(func=cmd_export)
+
+    p = sub.add_parser('bench', help='latency (p50/p90/mean), throughput and peak memory of a bundle and baseline '
+                                     'ONNX models, measured side by side in one run')
+    p.add_argument('bundle', help='a bundle folder written by nni-biglittle export')
+    p.add_argument('--data', default=None, help="an .npz or image folder (default: the bundle's data.npz)")
+    p.add_argument('--baseline', action='append', metavar='NAME=PATH.onnx', help='a baseline ONNX model (repeatable)')
+    p.add_argument('--threads', type=int, default=1, help='ONNX Runtime intra-op threads (default 1, as the '
+                                                          'local_cpu_ort predictor was built)')
+    p.add_argument('--batch-size', type=int, default=1)
+    p.add_argument('--images', type=int, default=500, help='images per round (default 500)')
+    p.add_argument('--rounds', type=int, default=5, help='interleaved rounds (default 5)')
+    p.add_argument('--warmup', type=int, default=20, help='untimed calls per row first (default 20)')
+    p.add_argument('--predictor', default='local_cpu_ort', help="latency predictor to compare with ('none': skip)")
+    p.add_argument('--no-memory', action='store_true', help='skip the per-row peak-memory processes')
+    p.add_argument('--no-energy', action='store_true', help='do not meter energy (RAPL / tegrastats) even where '
+                                                            'a meter exists')
+    p.add_argument('--out', default=None, help='write bench.json and bench.md here')
+    p.add_argument('--quiet', action='store_true')
+    p.set_defaults(func=cmd_bench)
+
+
 def _add_training_commands(sub) -> None:
     p = sub.add_parser('records', help='copy the text records of a run folder (config, metrics, status, fronts, '
                                        'results; no weights) to commit them, e.g. under benchmarks/results/')
@@ -442,12 +541,19 @@ def main(argv: Sequence[str] | None = None) -> int:
         args.val_size = int(args.val_size)
     from nni_bigLittle.data import DataError
     from nni_bigLittle.experiment import ExperimentCheckError
+    from nni_bigLittle.run_bundle import BundleError
     from nni_bigLittle.runs import RunConfigMismatch
     try:
         return args.func(args)
-    except (DataError, ValueError, FileNotFoundError, RunConfigMismatch) as err:
+    except (DataError, ValueError, FileNotFoundError, RunConfigMismatch, BundleError) as err:
         print(f'error: {err}', file=sys.stderr)
         return 2
+    except RuntimeError as err:
+        export = sys.modules.get('nni_bigLittle.export')  # imported only by the commands that export (torch)
+        if export is not None and isinstance(err, export.ExportMismatch):
+            print(f'error: the exported graphs disagree with PyTorch: {err}', file=sys.stderr)
+            return 3
+        raise
 
 
 if __name__ == '__main__':

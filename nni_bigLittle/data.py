@@ -473,7 +473,7 @@ def load_dataset(name: str, root: str | os.PathLike | None = None, *, resolution
         num_classes=len(raw.class_names), class_names=list(raw.class_names), resolution=resolution,
         source=raw.source,
         info={'train': len(train_idx), 'val': len(val_idx), 'test': len(raw.test_labels), 'seed': seed,
-              'augment': augment},
+              'augment': augment, 'mean': list(raw.mean), 'std': list(raw.std)},
     )
 
 

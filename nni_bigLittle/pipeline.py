@@ -1,4 +1,4 @@
-"""Pipeline stages run from a YAML config: co-train the supernet (this module), search it, export, report.
+"""Pipeline stages run from a YAML config: co-train the supernet (this module), search it, export, deploy, report.
 
 ``nni-biglittle cotrain CONFIG --run-dir DIR`` calls :func:`train_supernet`, which drives NNI:
 ``NasExperiment(BigLittleSpace(...), Lightning(CoTrainingModule(...), Trainer(...)), SandwichCoTraining(...))``.
@@ -592,21 +592,135 @@ def export_stage(run_dir: str | os.PathLike, count: int = 3) -> dict[str, Any]:
     return {'files': written}
 
 
-def load_exported(path: str | os.PathLike):
-    """The ``BigLittleModel`` of a file written by :func:`export_stage` (eval mode, threshold set)."""
+def load_exported(path: str | os.PathLike, with_payload: bool = False):
+    """The ``BigLittleModel`` of a file written by :func:`export_stage` (eval mode, threshold set); with
+    ``with_payload``, ``(model, payload)`` where the payload holds ``spec``, ``sample`` and the front ``record``."""
     import torch
     from nni_bigLittle.model import BigLittleModel
     from nni_bigLittle.search_spaces.spec import SpaceSpec
-    payload = torch.load(path, map_location='cpu', weights_only=False)
+    try:
+        payload = torch.load(path, map_location='cpu', weights_only=False)
+    except Exception as err:  # pickle / zip errors of a truncated or foreign file
+        raise ValueError(f'{path} cannot be read as a checkpoint ({err}).') from None
     if not isinstance(payload, dict) or payload.get('format') != 'nni_bigLittle.exported/1':
         raise ValueError(f'{path} is not a model exported by nni-biglittle run / export_stage.')
     model = BigLittleModel(SpaceSpec.from_dict(payload['spec']).decode(payload['sample']))
     model.load_state_dict(payload['state_dict'])
     model.router.threshold = payload['threshold']
-    return model.eval()
+    return (model.eval(), payload) if with_payload else model.eval()
 
 
-PIPELINE_KEYS = ('run_dir', 'train', 'search', 'export', 'report')
+BUNDLE_PICKS = ('cheapest', 'middle', 'accurate')
+
+
+def _exported_checkpoint(run: RunFolder, device: str | None, pick: str) -> tuple[Path, str]:
+    """The front model of a run to bundle: ``<run>/export/<device>/front_<k>.pt`` (exported first if needed)."""
+    exported = run.path / 'export'
+    if not any(exported.glob('*/front_*.pt')):
+        print(f'[export] no frozen front models in {run.path.name}/export yet: running the export stage', flush=True)
+        export_stage(run.path)
+    devices = [p.name for p in sorted(exported.iterdir()) if any(p.glob('front_*.pt'))]
+    preferred = [d for d in SEARCH_DEFAULTS['devices'] if d in devices] + [d for d in devices
+                                                                          if d not in SEARCH_DEFAULTS['devices']]
+    if device is None:
+        device = preferred[0]
+    elif device not in devices:
+        raise ValueError(f'{run.path.name} has no front models for device {device!r}; it has {devices}.')
+    files = sorted((exported / device).glob('front_*.pt'), key=lambda p: int(p.stem.split('_')[1]))
+    index = {'cheapest': 0, 'middle': len(files) // 2, 'accurate': len(files) - 1}[pick]
+    return files[index], device
+
+
+def export_bundle(source: str | os.PathLike, out: str | os.PathLike, *, device: str | None = None,
+                  pick: str = 'accurate', verify: int | None = 1000, sample_images: int = 256,
+                  progress: bool = True) -> dict[str, Any]:
+    """A deployment bundle (``nni-biglittle export``) from a run folder or an exported checkpoint.
+
+    From a run: the ``pick`` model (cheapest / middle / most accurate of the frozen front models) of
+    ``device``'s front (default: the first searched device). Verified against PyTorch on the first ``verify``
+    test images (``None``: all of them, ``0``: skip) and given the first ``sample_images`` raw test images
+    as ``data.npz``. A checkpoint outside a run folder has no data to verify with or to preprocess for:
+    its bundle takes ready float input only."""
+    import dataclasses
+    import torch
+    from torch.utils.data import DataLoader, Subset
+    from nni_bigLittle.data import ArrayDataset
+    from nni_bigLittle.export import write_bundle
+    if pick not in BUNDLE_PICKS:
+        raise ValueError(f'pick must be one of {BUNDLE_PICKS}, got {pick!r}.')
+    source = Path(source)
+    if source.is_dir():
+        run = RunFolder(source)
+        if not run.config_path.is_file():
+            raise FileNotFoundError(f'{source} is not a run folder (no config.yaml) or a .pt checkpoint; give the '
+                                    'folder of a `nni-biglittle run` / `cotrain` + `search` run.')
+        checkpoint, device = _exported_checkpoint(run, device, pick)
+    elif source.is_file():
+        checkpoint = source
+        holder = next((p for p in source.parents if (p / 'config.yaml').is_file()), None)
+        run = RunFolder(holder) if holder is not None else None
+        device = source.parent.name if run is not None else None
+    else:
+        raise FileNotFoundError(f'{source}: no such run folder or checkpoint.')
+    model, payload = load_exported(checkpoint, with_payload=True)
+    meta = {'checkpoint': checkpoint.name, 'device': device, 'front_record': payload.get('record')}
+    preprocess = class_names = verify_inputs = sample_data = None
+    if run is not None:
+        cfg = yaml.safe_load(run.config_path.read_text())
+        splits = load_training_data({**cfg, 'augment': 'none'})
+        preprocess = {'mean': splits.info['mean'], 'std': splits.info['std']}
+        class_names = splits.class_names
+        meta.update(run=run.path.name, checkpoint=str(checkpoint.relative_to(run.path)), dataset=splits.name)
+        n_test = len(splits.test)
+        count = n_test if verify is None else min(int(verify), n_test)
+        if count > 0:
+            verify_inputs = [x for x, _ in DataLoader(Subset(splits.test, range(count)), batch_size=250)]
+            meta['verified_on'] = f'the first {count} of {n_test} test images of {splits.name}'
+        if sample_images > 0 and isinstance(splits.test, ArrayDataset):
+            k = min(sample_images, n_test)
+            sample_data = {'x_test': splits.test.images[:k].permute(0, 2, 3, 1).contiguous().numpy(),
+                           'y_test': splits.test.labels[:k].numpy()}
+    else:
+        print(f'[export] {checkpoint.name} is not inside a run folder: no data to verify with, and the bundle '
+              'takes ready (preprocessed) float input only', flush=True)
+    spec = payload['spec'] if isinstance(payload['spec'], dict) else dataclasses.asdict(payload['spec'])
+    with torch.no_grad():
+        return write_bundle(model, out, preprocess=preprocess, class_names=class_names, spec=spec,
+                            verify_inputs=verify_inputs, sample_data=sample_data, source=meta, progress=progress)
+
+
+DEPLOY_DEFAULTS: dict[str, Any] = {'pick': 'accurate', 'verify': 1000, 'bench_images': 200, 'bench_rounds': 3}
+
+
+def deploy_stage(run_dir: str | os.PathLike, pick: str = 'accurate', verify: int | None = 1000,
+                 bench_images: int = 200, bench_rounds: int = 3, progress: bool = True) -> dict[str, Any]:
+    """For each searched device: a deployment bundle of its ``pick`` front model in ``<run>/bundles/<device>``
+    (verified against PyTorch on ``verify`` test images) and a short side-by-side benchmark of it on this
+    machine (ONNX Runtime, 1 thread), ``<run>/results/bench_<device>.{md,json}``. Done bundles and benchmarks
+    are kept on a re-run."""
+    import json
+    from nni_bigLittle.bench import bench, format_bench, write_bench
+    run = RunFolder(run_dir)
+    devices = sorted(p.parent.name for p in (run.path / 'search').glob('*/front.json'))
+    if not devices:
+        raise FileNotFoundError(f'{run.path} has no search results; run the search stage first.')
+    written = {}
+    for device in devices:
+        folder = run.path / 'bundles' / device
+        manifest = folder / 'manifest.json'
+        if not manifest.is_file() or json.loads(manifest.read_text()).get('verification') is None:
+            export_bundle(run.path, folder, device=device, pick=pick, verify=verify, progress=progress)
+        results = run.path / 'results' / f'bench_{device}'
+        if not (results / 'bench.json').is_file():
+            result = bench(folder, images=bench_images, rounds=bench_rounds, warmup=10, progress=progress)
+            write_bench(result, results)
+            print(f'[deploy] {device}: bundle {folder.relative_to(run.path)}, measured here:\n' + format_bench(result))
+        written[device] = {'bundle': str(folder.relative_to(run.path)), 'bench': str(results.relative_to(run.path))}
+    run.update_status(deploy={'done': True, 'devices': written})
+    return written
+
+
+PIPELINE_KEYS = ('run_dir', 'train', 'search', 'export', 'deploy', 'report')
 
 
 def resolve_pipeline_config(config: Mapping[str, Any]) -> dict[str, Any]:
@@ -635,14 +749,26 @@ def resolve_pipeline_config(config: Mapping[str, Any]) -> dict[str, Any]:
     for name, section in (('export', export), ('report', report)):
         if set(section) != {'count'} or not isinstance(section['count'], int) or section['count'] < 1:
             raise ConfigError(f'{name} takes only count: a positive int (models per front), got {section}.')
+    deploy = dict(config.get('deploy') or {})
+    bad = sorted(set(deploy) - set(DEPLOY_DEFAULTS))
+    if bad:
+        raise ConfigError(f'Unknown deploy option(s) {bad}; valid: {sorted(DEPLOY_DEFAULTS)}.')
+    deploy = {**DEPLOY_DEFAULTS, **deploy}
+    if deploy['pick'] not in BUNDLE_PICKS:
+        raise ConfigError(f'deploy.pick must be one of {BUNDLE_PICKS}, got {deploy["pick"]!r}.')
+    for key in ('verify', 'bench_images', 'bench_rounds'):
+        if not isinstance(deploy[key], int) or deploy[key] < (0 if key == 'verify' else 1):
+            raise ConfigError(f'deploy.{key} must be a {"non-negative" if key == "verify" else "positive"} int, '
+                              f'got {deploy[key]!r}.')
     return {'run_dir': str(config['run_dir']), 'train': resolve_train_config(config['train']), 'search': search,
-            'export': export, 'report': report}
+            'export': export, 'deploy': deploy, 'report': report}
 
 
 def run_pipeline(config: Mapping[str, Any], run_dir: str | os.PathLike | None = None, progress: bool = True,
                  base: str | os.PathLike = '.') -> dict[str, Any]:
     """train supernet (NNI ``NasExperiment`` + co-training strategy) -> multi-objective search per device
-    -> export front models -> report (test split); each stage resumes or is skipped when done. Relative
+    -> export front models -> deploy (ONNX bundles, verified, benchmarked here) -> report (test split); each
+    stage resumes or is skipped when done. Relative
     ``run_dir`` and ``train.data_root`` are taken from ``base`` (the config file's folder). Prints the
     Pareto fronts and the report table; returns the status."""
     cfg = resolve_pipeline_config(config)
@@ -655,7 +781,8 @@ def run_pipeline(config: Mapping[str, Any], run_dir: str | os.PathLike | None = 
     load_dataset(train['dataset'], train['data_root'], val_size=train['val_size'], seed=train['seed'],
                  augment='none')  # a missing dataset fails here, before anything starts
     stages = [('train', 'co-train the supernet'), ('search', 'Pareto search per device'),
-              ('export', 'freeze front models'), ('report', 'test-split report')]
+              ('export', 'freeze front models'), ('deploy', 'ONNX bundles, verified and measured here'),
+              ('report', 'test-split report')]
     started = time.time()
     for i, (stage, what) in enumerate(stages):
         print(f'[run] stage {i + 1}/{len(stages)}: {stage} ({what})', flush=True)
@@ -666,6 +793,8 @@ def run_pipeline(config: Mapping[str, Any], run_dir: str | os.PathLike | None = 
         elif stage == 'export':
             files = export_stage(run_path, count=cfg['export']['count'])['files']
             print(f'[run] exported {len(files)} models to {run_path / "export"}')
+        elif stage == 'deploy':
+            deploy_stage(run_path, progress=progress, **cfg['deploy'])
         else:
             evaluate_stage(run_path, count=cfg['report']['count'])
     print(format_fronts(run_path))

@@ -76,7 +76,7 @@ def test_run_pipeline_trains_searches_exports_reports_and_resumes(tmp_path, caps
     config = _pipeline(tmp_path)
     assert main(['run', config, '--quiet']) == 0
     out = capsys.readouterr().out
-    for stage in ('train', 'search', 'export', 'report'):
+    for stage in ('train', 'search', 'export', 'deploy', 'report'):
         assert f': {stage} (' in out
     assert 'Pareto front for raspberry_pi_4' in out and 'Pareto front for jetson_nano_trt_fp32' in out
     assert '| static largest |' in out
@@ -87,6 +87,12 @@ def test_run_pipeline_trains_searches_exports_reports_and_resumes(tmp_path, caps
     model = load_exported(exported[0])
     pred, escalated = model.infer(torch.randn(4, 3, 32, 32))
     assert pred.shape == (4,) and escalated.dtype == torch.bool
+    for device in ('raspberry_pi_4', 'jetson_nano_trt_fp32'):  # a verified bundle per front, measured here
+        manifest = json.loads((run / 'bundles' / device / 'manifest.json').read_text())
+        assert manifest['verification']['prediction_agreement'] == 1.0 and manifest['source']['device'] == device
+        bench = json.loads((run / 'results' / f'bench_{device}' / 'bench.json').read_text())
+        assert bench['rows'][0]['row'] == 'dynamic' and bench['rows'][0]['calls'] == 200 * 3
+    assert 'Router and dispatch overhead' in out
     assert main(['run', config, '--quiet']) == 0  # everything done: resumed, nothing retrained
     assert 'is complete' in capsys.readouterr().out
 
@@ -101,6 +107,11 @@ def test_run_pipeline_refuses_bad_configs_before_starting(tmp_path, capsys):
     (tmp_path / 'nodata.yaml').write_text(yaml.safe_dump(config))
     assert main(['run', str(tmp_path / 'nodata.yaml')]) == 2
     assert 'cifar10' in capsys.readouterr().err
+    config = yaml.safe_load(open(_pipeline(tmp_path)))
+    config['deploy'] = {'pick': 'fastest'}
+    (tmp_path / 'nodeploy.yaml').write_text(yaml.safe_dump(config))
+    assert main(['run', str(tmp_path / 'nodeploy.yaml')]) == 2
+    assert 'deploy.pick' in capsys.readouterr().err
     config = yaml.safe_load(open(_pipeline(tmp_path)))
     config['search']['devices'] = ['raspberry_pi_9']
     (tmp_path / 'nodevice.yaml').write_text(yaml.safe_dump(config))
