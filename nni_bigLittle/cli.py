@@ -425,7 +425,28 @@ def cmd_bench(args) -> int:
     return 0
 
 
+def cmd_baselines(args) -> int:
+    _set_threads(args.threads)
+    from nni_bigLittle.baselines import train_baselines
+    from nni_bigLittle.pipeline import load_config
+    train_baselines(load_config(args.config), args.run_dir, models=args.model, progress=not args.quiet,
+                    base=Path(args.config).parent)
+    return 0
+
+
 def _add_deployment_commands(sub) -> None:
+    p = sub.add_parser('baselines', help='train the baselines (timm MobileNetV3-S/L, EfficientNet-B0, BranchyNet '
+                                         'exits) with a co-training recipe\'s data and budget; re-run to resume')
+    baselines_sub = p.add_subparsers(dest='baselines_command', required=True)
+    q = baselines_sub.add_parser('train', help='train (or resume) each model; stores validation and test logits')
+    q.add_argument('config', help='baseline YAML (recipe, models, exit_stages, exit_weights), e.g. '
+                                  'experiments/cifar10_baselines.yaml')
+    q.add_argument('--run-dir', required=True)
+    q.add_argument('--model', action='append', help='train only this one (repeatable); one process per core')
+    q.add_argument('--threads', type=int, help='torch threads')
+    q.add_argument('--quiet', action='store_true')
+    q.set_defaults(func=cmd_baselines)
+
     p = sub.add_parser('export', help='a deployment bundle (little.onnx, big_tail.onnx, dynamic.onnx, big.onnx, '
                                       'manifest.json, run_bundle.py, data.npz) from a run or an exported checkpoint, '
                                       'verified against PyTorch')

@@ -423,9 +423,10 @@ def _write_table(rows: list[dict[str, Any]], stem: Path) -> None:
 # ablation: the same two architectures trained independently, cascaded
 # ---------------------------------------------------------------------------------------------------------
 def _train_standalone(module, loader, epochs: int, recipe: Mapping[str, Any], checkpoint: Path, desc: str,
-                      progress: bool = True) -> float:
-    """Cross-entropy training with the co-training recipe's optimizer and schedule; resumes per epoch
-    from ``checkpoint``. Returns the training wall time (seconds, summed over resumes)."""
+                      progress: bool = True, loss_fn=None) -> float:
+    """Cross-entropy training (or ``loss_fn(module, x, y)``) with the co-training recipe's optimizer and
+    schedule; resumes per epoch from ``checkpoint``. Returns the training wall time (seconds, summed over
+    resumes)."""
     import math as _math
     import torch
     import torch.nn.functional as F
@@ -458,7 +459,8 @@ def _train_standalone(module, loader, epochs: int, recipe: Mapping[str, Any], ch
         module.train()
         loader.batch_sampler.set_epoch(epoch)
         for x, y in tqdm(loader, desc=f'{desc} epoch {epoch + 1}/{epochs}', disable=not progress, leave=False):
-            loss = F.cross_entropy(module(x.contiguous(memory_format=torch.channels_last)), y)
+            x = x.contiguous(memory_format=torch.channels_last)
+            loss = F.cross_entropy(module(x), y) if loss_fn is None else loss_fn(module, x, y)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
             torch.nn.utils.clip_grad_norm_(module.parameters(), 5.0)
