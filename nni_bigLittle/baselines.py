@@ -124,12 +124,18 @@ class _Segment(nn.Module):
 
 
 class _Head(nn.Module):
+    """The backbone's own head (``forward_head``), holding only the head's modules, so that costing this part
+    counts the head's parameters and not the whole backbone's."""
+    NAMES = ('global_pool', 'conv_head', 'norm_head', 'bn2', 'act2', 'flatten', 'classifier')
+
     def __init__(self, backbone: nn.Module):
         super().__init__()
-        self.backbone = backbone
+        self.head = nn.ModuleDict({n: getattr(backbone, n) for n in self.NAMES
+                                   if isinstance(getattr(backbone, n, None), nn.Module)})
+        self._forward_head = backbone.forward_head  # a bound method: the backbone itself is not registered
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.backbone.forward_head(x)
+        return self._forward_head(x)
 
 
 def create_baseline(name: str, num_classes: int, resolution: int = 32,

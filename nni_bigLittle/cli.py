@@ -434,7 +434,37 @@ def cmd_baselines(args) -> int:
     return 0
 
 
+def cmd_report(args) -> int:
+    from nni_bigLittle.report import collect_report, render_report
+    if args.collect:
+        _set_threads(args.threads)
+        if len(args.runs) != 1:
+            raise ValueError('--collect takes one co-training run folder (its weights are read); give the baselines '
+                             'run with --baselines.')
+        collect_report(args.runs[0], args.baselines, device=args.device, measure=not args.no_measure,
+                       progress=not args.quiet)
+    elif args.baselines:
+        raise ValueError('--baselines goes with --collect; without it the report reads report.json records only.')
+    for path in render_report(args.runs, args.out):
+        print(f'wrote {path}')
+    print((Path(args.out) / 'README.md').read_text())
+    return 0
+
+
 def _add_deployment_commands(sub) -> None:
+    p = sub.add_parser('report', help='the results table, Pareto plots and headline from report.json records; '
+                                      'with --collect, first measure every row of a run (needs its weights)')
+    p.add_argument('runs', nargs='+', help='run folders or their committed records (each with results/report.json)')
+    p.add_argument('--out', required=True, help='folder for table.csv, README.md (table + headline) and the PNGs')
+    p.add_argument('--collect', action='store_true', help='evaluate and cost every row first (writes '
+                                                          '<run>/results/report.json)')
+    p.add_argument('--baselines', default=None, help='with --collect: the baselines run folder')
+    p.add_argument('--device', default='raspberry_pi_4', help="with --collect: whose front supplies our pair")
+    p.add_argument('--no-measure', action='store_true', help='with --collect: skip the ONNX Runtime timings')
+    p.add_argument('--threads', type=int, help='torch threads')
+    p.add_argument('--quiet', action='store_true')
+    p.set_defaults(func=cmd_report)
+
     p = sub.add_parser('baselines', help='train the baselines (timm MobileNetV3-S/L, EfficientNet-B0, BranchyNet '
                                          'exits) with a co-training recipe\'s data and budget; re-run to resume')
     baselines_sub = p.add_subparsers(dest='baselines_command', required=True)

@@ -165,7 +165,8 @@ def _fmt(value: Any) -> Any:
 
 # the records of a run worth committing: small text files; weights, checkpoints and NNI's folders stay out
 RECORD_PATTERNS = ('config.yaml', 'metrics.csv', 'status.json', 'search/*/front.json', 'search/*/front.csv',
-                   'search/*/history.csv', 'results/*.csv', 'results/*.md', 'results/*.json')
+                   'search/*/history.csv', 'results/*.csv', 'results/*.md', 'results/*.json',
+                   'baselines/*/status.json')
 
 
 def copy_records(run_dir: str | os.PathLike, dest: str | os.PathLike) -> list[str]:
