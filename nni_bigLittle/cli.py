@@ -331,9 +331,12 @@ def cmd_evaluate(args) -> int:
 
 def cmd_ablation(args) -> int:
     _set_threads(args.threads)
-    from nni_bigLittle.pipeline import ablation_stage
-    ablation_stage(args.run_dir, device=args.device, progress=not args.quiet)
-    print((Path(args.run_dir) / 'results' / 'ablation_cotraining.md').read_text())
+    from nni_bigLittle.pipeline import ablation_stage, routing_ablation_stage
+    if args.kind == 'routing':
+        routing_ablation_stage(args.run_dir, device=args.device)
+    else:
+        ablation_stage(args.run_dir, device=args.device, progress=not args.quiet)
+    print((Path(args.run_dir) / 'results' / f'ablation_{args.kind}.md').read_text())
     return 0
 
 
@@ -581,6 +584,9 @@ def _add_training_commands(sub) -> None:
                                         'cascaded (same recipe and epochs); resumable')
     p.add_argument('run_dir')
     p.add_argument('--device', default='raspberry_pi_4', help='whose front supplies the pair')
+    p.add_argument('--kind', choices=('cotraining', 'routing'), default='cotraining',
+                   help='cotraining: the pair trained independently and cascaded (the front\'s middle model); '
+                        'routing: the four router policies at the same escalation rates (the most accurate model)')
     p.add_argument('--quiet', action='store_true')
     p.add_argument('--threads', type=int, help='torch threads')
     p.set_defaults(func=cmd_ablation)

@@ -431,7 +431,8 @@ def _train_standalone(module, loader, epochs: int, recipe: Mapping[str, Any], ch
     import torch
     import torch.nn.functional as F
     from tqdm import tqdm
-    module.to(memory_format=torch.channels_last)
+    device = torch.device('cuda' if torch.cuda.is_available() else 'cpu')  # a full-budget run on a GPU
+    module.to(device=device, memory_format=torch.channels_last)
     decay = [p for p in module.parameters() if p.ndim > 1]
     no_decay = [p for p in module.parameters() if p.ndim <= 1]
     optimizer = torch.optim.SGD([{'params': decay, 'weight_decay': recipe['weight_decay']},
@@ -448,18 +449,18 @@ def _train_standalone(module, loader, epochs: int, recipe: Mapping[str, Any], ch
     scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
     start, wall = 0, 0.0
     if checkpoint.is_file():
-        state = torch.load(checkpoint, weights_only=False)
+        state = torch.load(checkpoint, map_location=device, weights_only=False)
         module.load_state_dict(state['model'])
         optimizer.load_state_dict(state['optimizer'])
         scheduler.load_state_dict(state['scheduler'])
-        torch.set_rng_state(state['rng'])
+        torch.set_rng_state(state['rng'].cpu())
         start, wall = state['epoch'], state['wall_s']
     for epoch in range(start, epochs):
         began = time.time()
         module.train()
         loader.batch_sampler.set_epoch(epoch)
         for x, y in tqdm(loader, desc=f'{desc} epoch {epoch + 1}/{epochs}', disable=not progress, leave=False):
-            x = x.contiguous(memory_format=torch.channels_last)
+            x, y = x.to(device, non_blocking=True).contiguous(memory_format=torch.channels_last), y.to(device)
             loss = F.cross_entropy(module(x), y) if loss_fn is None else loss_fn(module, x, y)
             optimizer.zero_grad(set_to_none=True)
             loss.backward()
@@ -472,6 +473,7 @@ def _train_standalone(module, loader, epochs: int, recipe: Mapping[str, Any], ch
                     'scheduler': scheduler.state_dict(), 'rng': torch.get_rng_state(), 'epoch': epoch + 1,
                     'wall_s': wall}, tmp)
         os.replace(tmp, checkpoint)
+    module.to('cpu')  # evaluation and export run on the CPU
     return wall
 
 
@@ -556,6 +558,51 @@ def ablation_stage(run_dir: str | os.PathLike, device: str = 'raspberry_pi_4', p
     _write_table(rows, out / 'ablation_cotraining')
     (out / 'ablation_cotraining_pair.json').write_text(json.dumps({'device_front': device, 'sample': sample}, indent=1))
     run.update_status(ablation={'done': True, 'environment': environment()})
+    return {'rows': rows}
+
+
+ROUTING_TARGETS = (0.1, 0.25, 0.5, 0.75)
+
+
+def routing_ablation_stage(run_dir: str | os.PathLike, device: str = 'raspberry_pi_4') -> dict[str, Any]:
+    """The routing policies compared on one co-trained pair (the most accurate model of ``device``'s front):
+    max-softmax, entropy, margin and the learned router (its MLP trained by the routing loss during
+    co-training), each at the same escalation rates (thresholds calibrated on validation), measured on the
+    test split. Same little and big networks for every policy, so only the routing differs; the expected
+    cost differs only through the escalation rate (and the learned router's small MLP). Writes
+    ``<run>/results/ablation_routing.{csv,md}``."""
+    import json
+    from nni_bigLittle.evaluation import collect_outputs, operating_point
+    from nni_bigLittle.hw_predictors.nni_bridge import BigLittleCostProfiler
+    from nni_bigLittle.strategies.evolution import build_model
+    run = RunFolder(run_dir)
+    supernet = _trained_supernet(run)
+    _, calibration, val_loader, test_loader = _run_data(run)
+    front_file = run.path / 'search' / device / 'front.json'
+    if not front_file.is_file():
+        raise FileNotFoundError(f'No front for {device} in {run.path}; run `nni-biglittle search {run.path}` first.')
+    summary = json.loads(front_file.read_text())
+    record = pick_across_front(summary['front'], summary['objective'], 3)[-1]
+    spec = supernet.spec
+    profiler = BigLittleCostProfiler(spec, device, build_expression=False)
+    rows = []
+    for policy in spec.policy_choices:
+        sample = {**record['sample'], 'router/policy': policy}
+        model = build_model(supernet, {**record, 'sample': sample}, calibration)
+        val, test = collect_outputs(model, val_loader), collect_outputs(model, test_loader)
+        for target in ROUTING_TARGETS:
+            threshold = operating_point(val, model.router, target_escalation=target).threshold
+            point = operating_point(test, model.router, threshold=threshold)
+            rows.append({'policy': policy, 'target_escalation': target, 'threshold': threshold,
+                         'test_escalation_rate': point.escalation_rate, 'test_dynamic_acc': point.accuracy,
+                         'test_little_acc': point.little_acc, 'test_big_acc': point.big_acc,
+                         f'latency_ms_{device}': profiler.breakdown(sample, point.escalation_rate)['expected']})
+    out = run.path / 'results'
+    out.mkdir(exist_ok=True)
+    _write_table(rows, out / 'ablation_routing')
+    (out / 'ablation_routing_pair.json').write_text(json.dumps({'device_front': device, 'sample': record['sample'],
+                                                                'front_record_policy': record['policy']}, indent=1))
+    run.update_status(ablation_routing={'done': True, 'environment': environment()})
     return {'rows': rows}
 
 

@@ -44,6 +44,15 @@ def test_search_evaluate_and_ablation_stages(trained_run, capsys):
         assert 0.0 <= float(r['test_escalation_rate']) <= 1.0
         assert float(r['latency_ms_raspberry_pi_4']) > 0 and float(r['expected_mmacs']) > 0
 
+    assert main(['ablation', str(trained_run), '--kind', 'routing']) == 0
+    with open(trained_run / 'results' / 'ablation_routing.csv') as f:
+        routing = list(csv.DictReader(f))
+    assert sorted({r['policy'] for r in routing}) == ['entropy', 'learned', 'margin', 'max_softmax']
+    for r in routing:  # same pair, thresholds calibrated on validation: the test rates land near the targets
+        assert abs(float(r['test_escalation_rate']) - float(r['target_escalation'])) < 0.15
+        assert float(r['test_little_acc']) <= float(r['test_dynamic_acc']) + 0.15
+    little = {r['test_little_acc'] for r in routing}
+    assert len(little) == 1  # the little and big networks are the same for every policy
     assert main(['ablation', str(trained_run), '--quiet']) == 0
     with open(trained_run / 'results' / 'ablation_cotraining.csv') as f:
         co, independent = list(csv.DictReader(f))
