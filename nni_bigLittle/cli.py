@@ -335,8 +335,9 @@ def cmd_ablation(args) -> int:
     if args.kind == 'routing':
         routing_ablation_stage(args.run_dir, device=args.device)
     else:
-        ablation_stage(args.run_dir, device=args.device, progress=not args.quiet)
-    print((Path(args.run_dir) / 'results' / f'ablation_{args.kind}.md').read_text())
+        ablation_stage(args.run_dir, device=args.device, progress=not args.quiet, pick=args.pick)
+    suffix = '_accurate' if args.kind == 'cotraining' and args.pick == 'accurate' else ''
+    print((Path(args.run_dir) / 'results' / f'ablation_{args.kind}{suffix}.md').read_text())
     return 0
 
 
@@ -584,6 +585,8 @@ def _add_training_commands(sub) -> None:
                                         'cascaded (same recipe and epochs); resumable')
     p.add_argument('run_dir')
     p.add_argument('--device', default='raspberry_pi_4', help='whose front supplies the pair')
+    p.add_argument('--pick', choices=('middle', 'accurate'), default='middle',
+                   help='cotraining: which front model (accurate: an escalating pair on CIFAR-10)')
     p.add_argument('--kind', choices=('cotraining', 'routing'), default='cotraining',
                    help='cotraining: the pair trained independently and cascaded (the front\'s middle model); '
                         'routing: the four router policies at the same escalation rates (the most accurate model)')

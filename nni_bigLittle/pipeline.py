@@ -477,9 +477,12 @@ def _train_standalone(module, loader, epochs: int, recipe: Mapping[str, Any], ch
     return wall
 
 
-def ablation_stage(run_dir: str | os.PathLike, device: str = 'raspberry_pi_4', progress: bool = True
-                   ) -> dict[str, Any]:
+def ablation_stage(run_dir: str | os.PathLike, device: str = 'raspberry_pi_4', progress: bool = True,
+                   pick: str = 'middle') -> dict[str, Any]:
     """Co-trained pair vs the same two architectures trained independently and cascaded.
+
+    ``pick``: the front's middle model (the default; ``results/ablation_cotraining.*``) or its most accurate
+    one (``'accurate'``, an escalating pair on CIFAR-10; ``results/ablation_cotraining_accurate.*``).
 
     The pair is the middle model of ``device``'s front. Its little network (stem, shared trunk,
     little branch) and its big network (stem, whole trunk) are trained from scratch as two separate
@@ -506,9 +509,13 @@ def ablation_stage(run_dir: str | os.PathLike, device: str = 'raspberry_pi_4', p
     if not front_file.is_file():
         raise FileNotFoundError(f'No front for {device} in {run.path}; run `nni-biglittle search {run.path}` first.')
     summary = json.loads(front_file.read_text())
-    record = pick_across_front(summary['front'], summary['objective'], 3)[1 if len(summary['front']) > 1 else 0]
+    if pick not in ('middle', 'accurate'):
+        raise ValueError(f"pick must be 'middle' or 'accurate', got {pick!r}.")
+    picks = pick_across_front(summary['front'], summary['objective'], 3)
+    record = picks[-1] if pick == 'accurate' else picks[1 if len(picks) > 1 else 0]
+    suffix = '' if pick == 'middle' else f'_{pick}'
     sample = {**record['sample'], 'router/policy': 'max_softmax'}
-    folder = run.path / 'ablation'
+    folder = run.path / f'ablation{suffix}'
     folder.mkdir(exist_ok=True)
     torch.manual_seed(cfg['seed'])
     little_net = BigLittleModel.from_sample(spec, sample)
@@ -555,9 +562,10 @@ def ablation_stage(run_dir: str | os.PathLike, device: str = 'raspberry_pi_4', p
     rows[0]['train_wall_s'] = round(sum(float(r.get('epoch_time_s') or 0) for r in run.read_metrics()), 1)
     out = run.path / 'results'
     out.mkdir(exist_ok=True)
-    _write_table(rows, out / 'ablation_cotraining')
-    (out / 'ablation_cotraining_pair.json').write_text(json.dumps({'device_front': device, 'sample': sample}, indent=1))
-    run.update_status(ablation={'done': True, 'environment': environment()})
+    _write_table(rows, out / f'ablation_cotraining{suffix}')
+    (out / f'ablation_cotraining{suffix}_pair.json').write_text(json.dumps({'device_front': device, 'pick': pick,
+                                                                           'sample': sample}, indent=1))
+    run.update_status(**{f'ablation{suffix}': {'done': True, 'environment': environment()}})
     return {'rows': rows}
 
 

@@ -63,6 +63,12 @@ def test_search_evaluate_and_ablation_stages(trained_run, capsys):
         float(independent['test_escalation_rate']) < float(co['test_escalation_rate'])
     for r in (co, independent):
         assert 0.1 < float(r['test_big_acc']) <= 1.0
+    assert main(['ablation', str(trained_run), '--pick', 'accurate', '--quiet']) == 0  # the most accurate pair
+    accurate = json.loads((trained_run / 'results' / 'ablation_cotraining_accurate_pair.json').read_text())
+    middle = json.loads((trained_run / 'results' / 'ablation_cotraining_pair.json').read_text())
+    assert accurate['pick'] == 'accurate' and (trained_run / 'ablation_accurate').is_dir()
+    assert accurate['sample'] != middle['sample'] or len(json.loads(
+        (trained_run / 'search' / 'raspberry_pi_4' / 'front.json').read_text())['front']) < 3
 
 
 def test_stages_need_their_inputs(tmp_path, capsys):
