@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import hashlib
 import json
+import sys
 from pathlib import Path
 from dataclasses import dataclass, field
 from typing import Any, Sequence
@@ -294,7 +295,8 @@ def collect_report(run_dir, baselines_dir=None, device: str = 'raspberry_pi_4', 
               'parts': coster.cache, 'measured': measure,
               'measurement': 'ONNX Runtime, CPUExecutionProvider, batch 1, 1 intra-op thread, median of '
                              f'{coster.repeats} runs per part' if measure else None,
-              'environment': environment()}
+              'environment': environment(),
+              'command': 'nni-biglittle ' + ' '.join(sys.argv[1:]) if sys.argv[1:2] == ['report'] else None}
     out = run.path / 'results'
     out.mkdir(exist_ok=True)
     (out / 'report.json').write_text(json.dumps(report, indent=1) + '\n')
@@ -438,8 +440,16 @@ def render_report(folders: Sequence[str], out) -> list[Path]:
     text = ['# Results', '', _markdown(rows), '## Headline', '', *headline(rows), '']
     if missing:
         text += [f'Not in this table yet (not trained): {", ".join(missing)}.', '']
+    for report, folder in zip(reports, folders):
+        ablations = sorted((Path(folder) / 'results').glob('ablation_*.md')) if (Path(folder) / 'results').is_dir() \
+            else []
+        if ablations:
+            text += [f'## Ablations ({report["run"]})', '']
+            for path in ablations:
+                text += [f'### {path.stem.replace("_", " ")}', '', path.read_text(), '']
     env = reports[0]['environment']
-    text += ['## How these numbers were made', '',
+    commands = [r['command'] for r in reports if r.get('command')]
+    text += ['## How these numbers were made', '', *[f'- Collected with `{c}`.' for c in commands],
              f'- Runs: {", ".join(sorted({r["run"] for r in reports}))}; baselines: '
              f'{", ".join(sorted({str(r["baselines_run"]) for r in reports}))}.',
              f'- Measured latency: {reports[0].get("measurement") or "not measured"}.',
