@@ -331,9 +331,12 @@ def cmd_evaluate(args) -> int:
 
 def cmd_ablation(args) -> int:
     _set_threads(args.threads)
-    from nni_bigLittle.pipeline import ablation_stage, routing_ablation_stage
+    from nni_bigLittle.pipeline import ablation_stage, dimension_ablation_stage, routing_ablation_stage
     if args.kind == 'routing':
         routing_ablation_stage(args.run_dir, device=args.device)
+    elif args.kind == 'dimensions':
+        dimension_ablation_stage(args.run_dir, device=args.device, population=args.population,
+                                 generations=args.generations, progress=not args.quiet)
     else:
         ablation_stage(args.run_dir, device=args.device, progress=not args.quiet, pick=args.pick)
     suffix = '_accurate' if args.kind == 'cotraining' and args.pick == 'accurate' else ''
@@ -587,9 +590,12 @@ def _add_training_commands(sub) -> None:
     p.add_argument('--device', default='raspberry_pi_4', help='whose front supplies the pair')
     p.add_argument('--pick', choices=('middle', 'accurate'), default='middle',
                    help='cotraining: which front model (accurate: an escalating pair on CIFAR-10)')
-    p.add_argument('--kind', choices=('cotraining', 'routing'), default='cotraining',
+    p.add_argument('--kind', choices=('cotraining', 'routing', 'dimensions'), default='cotraining',
                    help='cotraining: the pair trained independently and cascaded (the front\'s middle model); '
-                        'routing: the four router policies at the same escalation rates (the most accurate model)')
+                        'routing: the four router policies at the same escalation rates (the most accurate model); '
+                        'dimensions: the search with each dimension frozen in turn, against the full search')
+    p.add_argument('--population', type=int, default=12, help='dimensions: NSGA-II population (default 12)')
+    p.add_argument('--generations', type=int, default=2, help='dimensions: generations (default 2)')
     p.add_argument('--quiet', action='store_true')
     p.add_argument('--threads', type=int, help='torch threads')
     p.set_defaults(func=cmd_ablation)

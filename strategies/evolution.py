@@ -746,8 +746,8 @@ def search_supernet(supernet, calib_batches: Iterable, val_loader: Iterable, *,
                     generations: int = 10, escalation_grid: Sequence[float] = DEFAULT_ESCALATION_GRID,
                     policies: Sequence[str] | None = None, budget: float | None = None,
                     run_dir: str | os.PathLike | None = None, seed: int = 0, cache: SubnetCache | None = None,
-                    initial: Sequence[Mapping[str, Any]] | None = None, progress: bool = True
-                    ) -> SearchResult | dict[str, SearchResult]:
+                    initial: Sequence[Mapping[str, Any]] | None = None, progress: bool = True,
+                    fixed: Mapping[str, Any] | None = None) -> SearchResult | dict[str, SearchResult]:
     """NSGA-II on a trained supernet: the whole accuracy / cost Pareto front in one run.
 
     ``supernet``: a ``BigLittleSpace`` with trained weights (or the path of a file written by
@@ -757,7 +757,8 @@ def search_supernet(supernet, calib_batches: Iterable, val_loader: Iterable, *,
     ``escalation_grid``) is turned into a threshold calibrated on those validation outputs, and the
     objectives are the dynamic accuracy (max) and the expected ``metric`` (``'latency'`` ms,
     ``'energy'`` mJ or ``'macs'`` M) on ``device`` at the measured escalation rate (min).
-    ``policies`` restricts ``router/policy``; ``initial`` seeds the first population with space samples.
+    ``policies`` restricts ``router/policy``; ``initial`` seeds the first population with space samples;
+    ``fixed`` ({label: value}) freezes those labels (the search-dimension ablation).
 
     ``budget`` (in the metric's unit) switches to single-budget mode: constrained domination and
     ``result.best``, the most accurate pair within the budget. With ``run_dir`` the run checkpoints
@@ -783,7 +784,7 @@ def search_supernet(supernet, calib_batches: Iterable, val_loader: Iterable, *,
                                    population=population, generations=generations, escalation_grid=escalation_grid,
                                    policies=policies, budget=budget,
                                    run_dir=None if run_dir is None else Path(run_dir) / d, seed=seed, cache=cache,
-                                   initial=initial, progress=progress)
+                                   initial=initial, progress=progress, fixed=fixed)
                 for d in devices}
 
     spec = supernet.spec
@@ -805,10 +806,16 @@ def search_supernet(supernet, calib_batches: Iterable, val_loader: Iterable, *,
             raise ValueError(f'policies must be a non-empty subset of {list(spec.policy_choices)}, got {policies!r}.')
         genes['router/policy'] = tuple(policies)
     genes[ESCALATION_LABEL] = tuple(grid)
+    for label, value in (fixed or {}).items():
+        if label not in genes or value not in genes[label]:
+            raise ValueError(f'fixed: {label}={value!r} is not a choice of this space '
+                             f'({list(genes.get(label, ())) or "no such label"}).')
+        genes[label] = (value,)
 
     def to_genome(sample: Mapping[str, Any]) -> Genome:
         genome = {label: sample[label] for label in genes if label in sample}
         genome.setdefault(ESCALATION_LABEL, _nearest(grid, 0.3))
+        genome.update(fixed or {})
         return genome
 
     def evaluate(genome: Genome) -> dict[str, float]:
@@ -827,7 +834,7 @@ def search_supernet(supernet, calib_batches: Iterable, val_loader: Iterable, *,
                    constraint=None if budget is None else (objective, float(budget)),
                    initial=[to_genome(s) for s in (initial or [])],
                    checkpoint=None if run_path is None else run_path / 'checkpoint.json', progress=progress,
-                   repair=space_repair(spec, extra_labels=[ESCALATION_LABEL]))
+                   repair=space_repair(spec, extra_labels=[ESCALATION_LABEL], choices=genes))
     front = [_flat(r, spec) for r in result.front]
     records = [_flat(r, spec) for r in result.records if r.metrics is not None]
     best = _flat(result.best, spec) if (budget is not None and result.best is not None) else None

@@ -63,6 +63,15 @@ def test_search_evaluate_and_ablation_stages(trained_run, capsys):
         float(independent['test_escalation_rate']) < float(co['test_escalation_rate'])
     for r in (co, independent):
         assert 0.1 < float(r['test_big_acc']) <= 1.0
+    assert main(['ablation', str(trained_run), '--kind', 'dimensions', '--population', '4', '--generations', '1',
+                 '--quiet']) == 0
+    with open(trained_run / 'results' / 'ablation_dimensions.csv') as f:
+        dims = {r['frozen']: r for r in csv.DictReader(f)}
+    assert {'none (full search)', 'trunk width', 'fork point', 'little branch', 'router policy'} <= set(dims)
+    for name, r in dims.items():
+        assert float(r['hypervolume']) > 0 and 0 < float(r['best_accuracy']) <= 1
+    fork = json.loads((trained_run / 'ablation_dimensions' / 'fork_point' / 'front.json').read_text())
+    assert len({r['sample']['little/fork'] for r in fork['front']}) == 1  # the frozen label never moved
     assert main(['ablation', str(trained_run), '--pick', 'accurate', '--quiet']) == 0  # the most accurate pair
     accurate = json.loads((trained_run / 'results' / 'ablation_cotraining_accurate_pair.json').read_text())
     middle = json.loads((trained_run / 'results' / 'ablation_cotraining_pair.json').read_text())
