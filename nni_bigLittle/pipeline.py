@@ -333,6 +333,20 @@ def search_stage(run_dir: str | os.PathLike, progress: bool = True, **options: A
     return status
 
 
+def front_record(run: RunFolder, device: str, pick: str = 'accurate') -> dict[str, Any]:
+    """The searched front's ``pick`` model of ``device`` ('middle' or 'accurate', of :func:`pick_across_front`'s
+    three)."""
+    import json
+    front_file = run.path / 'search' / device / 'front.json'
+    if not front_file.is_file():
+        raise FileNotFoundError(f'No front for {device} in {run.path}; run `nni-biglittle search {run.path}` first.')
+    if pick not in ('middle', 'accurate'):
+        raise ValueError(f"pick must be 'middle' or 'accurate', got {pick!r}.")
+    summary = json.loads(front_file.read_text())
+    picks = pick_across_front(summary['front'], summary['objective'], 3)
+    return picks[-1] if pick == 'accurate' else picks[1 if len(picks) > 1 else 0]
+
+
 def pick_across_front(front: list[dict[str, Any]], objective: str, count: int = 3) -> list[dict[str, Any]]:
     """``count`` front models spread over the cost axis: cheapest, most accurate, and evenly between."""
     ordered = sorted(front, key=lambda r: r[objective])
@@ -502,17 +516,10 @@ def ablation_stage(run_dir: str | os.PathLike, device: str = 'raspberry_pi_4', p
     from nni_bigLittle.strategies.cotraining import ResumableLoader
     from nni_bigLittle.strategies.evolution import build_model
     run = RunFolder(run_dir)
+    record = front_record(run, device, pick)
     supernet = _trained_supernet(run)
     cfg, calibration, val_loader, test_loader = _run_data(run)
     spec = supernet.spec
-    front_file = run.path / 'search' / device / 'front.json'
-    if not front_file.is_file():
-        raise FileNotFoundError(f'No front for {device} in {run.path}; run `nni-biglittle search {run.path}` first.')
-    summary = json.loads(front_file.read_text())
-    if pick not in ('middle', 'accurate'):
-        raise ValueError(f"pick must be 'middle' or 'accurate', got {pick!r}.")
-    picks = pick_across_front(summary['front'], summary['objective'], 3)
-    record = picks[-1] if pick == 'accurate' else picks[1 if len(picks) > 1 else 0]
     suffix = '' if pick == 'middle' else f'_{pick}'
     sample = {**record['sample'], 'router/policy': 'max_softmax'}
     folder = run.path / f'ablation{suffix}'
@@ -664,13 +671,9 @@ def routing_ablation_stage(run_dir: str | os.PathLike, device: str = 'raspberry_
     from nni_bigLittle.hw_predictors.nni_bridge import BigLittleCostProfiler
     from nni_bigLittle.strategies.evolution import build_model
     run = RunFolder(run_dir)
+    record = front_record(run, device, 'accurate')
     supernet = _trained_supernet(run)
     _, calibration, val_loader, test_loader = _run_data(run)
-    front_file = run.path / 'search' / device / 'front.json'
-    if not front_file.is_file():
-        raise FileNotFoundError(f'No front for {device} in {run.path}; run `nni-biglittle search {run.path}` first.')
-    summary = json.loads(front_file.read_text())
-    record = pick_across_front(summary['front'], summary['objective'], 3)[-1]
     spec = supernet.spec
     profiler = BigLittleCostProfiler(spec, device, build_expression=False)
     rows = []

@@ -156,15 +156,11 @@ def _ours(run, device: str, coster: PartCoster, progress: bool) -> tuple[list[di
     from nni_bigLittle.evaluation import collect_outputs, operating_point
     from nni_bigLittle.export import _LittleGraph
     from nni_bigLittle.model import recalibrate_batchnorm
-    from nni_bigLittle.pipeline import _run_data, _trained_supernet, pick_across_front
+    from nni_bigLittle.pipeline import _run_data, _trained_supernet, front_record
     from nni_bigLittle.strategies.evolution import build_model
+    record = front_record(run, device, 'accurate')
     supernet = _trained_supernet(run)
     _, calibration, val_loader, test_loader = _run_data(run)
-    front_file = run.path / 'search' / device / 'front.json'
-    if not front_file.is_file():
-        raise FileNotFoundError(f'{run.path.name} has no front for {device}; run its search stage first.')
-    summary = json.loads(front_file.read_text())
-    record = pick_across_front(summary['front'], summary['objective'], 3)[-1]  # the most accurate
     model = build_model(supernet, record, calibration)
     shape = (1, 3, model.arch.resolution, model.arch.resolution)
     with torch.no_grad():
