@@ -331,12 +331,17 @@ def cmd_evaluate(args) -> int:
 
 def cmd_ablation(args) -> int:
     _set_threads(args.threads)
-    from nni_bigLittle.pipeline import ablation_stage, dimension_ablation_stage, routing_ablation_stage
+    from nni_bigLittle.ablations import (ablation_stage, dimension_ablation_stage, routing_ablation_stage,
+                                         strategy_ablation_stage)
     if args.kind == 'routing':
         routing_ablation_stage(args.run_dir, device=args.device)
     elif args.kind == 'dimensions':
-        dimension_ablation_stage(args.run_dir, device=args.device, population=args.population,
-                                 generations=args.generations, progress=not args.quiet)
+        dimension_ablation_stage(args.run_dir, device=args.device, population=args.population or 12,
+                                 generations=args.generations or 2, progress=not args.quiet)
+    elif args.kind == 'strategy':
+        strategy_ablation_stage(args.run_dir, device=args.device, train_subset=args.train_subset,
+                                epochs=args.epochs, population=args.population or 8,
+                                generations=args.generations or 2, progress=not args.quiet)
     else:
         ablation_stage(args.run_dir, device=args.device, progress=not args.quiet, pick=args.pick)
     suffix = '_accurate' if args.kind == 'cotraining' and args.pick == 'accurate' else ''
@@ -590,12 +595,17 @@ def _add_training_commands(sub) -> None:
     p.add_argument('--device', default='raspberry_pi_4', help='whose front supplies the pair')
     p.add_argument('--pick', choices=('middle', 'accurate'), default='middle',
                    help='cotraining: which front model (accurate: an escalating pair on CIFAR-10)')
-    p.add_argument('--kind', choices=('cotraining', 'routing', 'dimensions'), default='cotraining',
+    p.add_argument('--kind', choices=('cotraining', 'routing', 'dimensions', 'strategy'), default='cotraining',
                    help='cotraining: the pair trained independently and cascaded (the front\'s middle model); '
                         'routing: the four router policies at the same escalation rates (the most accurate model); '
-                        'dimensions: the search with each dimension frozen in turn, against the full search')
-    p.add_argument('--population', type=int, default=12, help='dimensions: NSGA-II population (default 12)')
-    p.add_argument('--generations', type=int, default=2, help='dimensions: generations (default 2)')
+                        'dimensions: the search with each dimension frozen in turn, against the full search; '
+                        'strategy: sandwich vs progressive shrinking vs DARTS vs multi-trial evolution, each from '
+                        'scratch on one reduced budget')
+    p.add_argument('--population', type=int, help='dimensions / strategy: NSGA-II population (default 12 / 8)')
+    p.add_argument('--generations', type=int, help='dimensions / strategy: generations (default 2)')
+    p.add_argument('--train-subset', type=int, default=4000,
+                   help='strategy: training images every strategy trains on (default 4000)')
+    p.add_argument('--epochs', type=int, default=4, help='strategy: epochs over them (default 4)')
     p.add_argument('--quiet', action='store_true')
     p.add_argument('--threads', type=int, help='torch threads')
     p.set_defaults(func=cmd_ablation)

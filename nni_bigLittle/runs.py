@@ -166,7 +166,9 @@ def _fmt(value: Any) -> Any:
 # the records of a run worth committing: small text files; weights, checkpoints and NNI's folders stay out
 RECORD_PATTERNS = ('config.yaml', 'metrics.csv', 'status.json', 'search/*/front.json', 'search/*/front.csv',
                    'search/*/history.csv', 'results/*.csv', 'results/*.md', 'results/*.json',
-                   'baselines/*/status.json')
+                   'baselines/*/status.json', 'ablation_dimensions/*/front.json',
+                   'ablation_strategy/*/search/front.json', 'ablation_strategy/*/search/wall_s.json',
+                   'ablation_strategy/*/metrics.csv', 'ablation_strategy/darts/result.json')
 
 
 def copy_records(run_dir: str | os.PathLike, dest: str | os.PathLike) -> list[str]:

@@ -80,6 +80,44 @@ def test_search_evaluate_and_ablation_stages(trained_run, capsys):
         (trained_run / 'search' / 'raspberry_pi_4' / 'front.json').read_text())['front']) < 3
 
 
+
+def test_strategy_ablation_compares_four_strategies_on_one_budget_and_resumes(trained_run):
+    """sandwich, progressive shrinking, DARTS and multi-trial evolution, each from scratch on the same subset and
+    epochs; their delivered models measured on validation, compared by front hypervolume; a re-run resumes."""
+    args = ['ablation', str(trained_run), '--kind', 'strategy', '--train-subset', '64', '--epochs', '2',
+            '--population', '3', '--generations', '1', '--quiet']
+    assert main(args) == 0
+    with open(trained_run / 'results' / 'ablation_strategy.csv') as f:
+        rows = {r['strategy']: r for r in csv.DictReader(f)}
+    assert list(rows) == ['sandwich', 'progressive', 'darts', 'evolution']
+    saved = json.loads((trained_run / 'results' / 'ablation_strategy_fronts.json').read_text())
+    key = saved['objective']
+    for name, front in saved['fronts'].items():
+        assert front and float(rows[name]['hypervolume']) > 0
+        for a in front:  # each strategy's front: nobody dominates anybody
+            assert not any(b['accuracy'] >= a['accuracy'] and b[key] <= a[key] and
+                           (b['accuracy'] > a['accuracy'] or b[key] < a[key]) for b in front)
+        assert max(r['accuracy'] for r in front) == pytest.approx(float(rows[name]['best_accuracy']))
+    assert rows['darts']['distinct_architectures'] == '1'  # DARTS delivers one architecture
+    config = json.loads(json.dumps(__import__('yaml').safe_load(
+        (trained_run / 'ablation_strategy' / 'progressive' / 'config.yaml').read_text())))
+    assert config['strategy'] == 'progressive' and sum(config['strategy_options']['phase_epochs']) == 2
+    assert config['train_subset'] == 64
+    trained = list((trained_run / 'ablation_strategy' / 'evolution').glob('trial_*.pt'))
+    assert 1 <= len(trained) <= 6  # at most population * (generations + 1) architectures trained
+    assert main(args) == 0  # resumed: nothing is trained again, the same table
+    with open(trained_run / 'results' / 'ablation_strategy.csv') as f:
+        assert {r['strategy']: r for r in csv.DictReader(f)} == rows
+
+
+@pytest.mark.parametrize('epochs', [1, 2, 4, 6, 9])
+def test_progressive_phases_fit_the_epoch_budget(epochs):
+    from nni_bigLittle.ablations import progressive_phases
+    phases = progressive_phases(epochs)
+    assert len(phases) == 6 and phases[0] == 1 and sum(phases) == epochs and min(phases) >= 0
+    if epochs >= 2:
+        assert phases[-1] >= 1  # the last phase unlocks every dimension: the search's space is trained
+
 def test_stages_need_their_inputs(tmp_path, capsys):
     assert main(['search', str(tmp_path)]) == 2
     assert 'no trained supernet' in capsys.readouterr().err
