@@ -92,3 +92,14 @@ def test_topk_and_the_branchynet_exit_rule():
     heads = [np.concatenate([sure, unsure]), np.concatenate([unsure, sure]), np.concatenate([unsure, unsure])]
     assert _exit_index(heads, 0.1).tolist() == [0, 1]     # the first confident exit answers
     assert _exit_index(heads, 0.0).tolist() == [2, 2]     # nobody leaves early: the final head
+
+
+def test_committed_cifar10_records_regenerate_the_published_results(tmp_path):
+    """docs/results/cifar10 is exactly what `nni-biglittle report` renders from the committed records."""
+    from conftest import REPO
+    assert main(['report', str(REPO / 'benchmarks' / 'results' / 'cifar10_cotraining'), '--out', str(tmp_path)]) == 0
+    published = REPO / 'docs' / 'results' / 'cifar10'
+    for name in ('table.csv', 'README.md'):
+        assert (tmp_path / name).read_text() == (published / name).read_text(), name
+    for plot in published.glob('pareto_*.png'):
+        assert (tmp_path / plot.name).is_file()
