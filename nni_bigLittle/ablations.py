@@ -109,6 +109,15 @@ def ablation_stage(run_dir: str | os.PathLike, device: str = 'raspberry_pi_4', p
     return {'rows': rows}
 
 
+def _search_seeds(spec) -> list[dict[str, Any]]:
+    """The first population's seeds of the ablations' searches: the largest pair at each fork and the smallest
+    pair, at 30 % escalation (random draws almost never reach the largest pairs)."""
+    from nni_bigLittle.strategies.cotraining import max_pair, min_pair
+    from nni_bigLittle.strategies.evolution import ESCALATION_LABEL
+    seeds = [{**max_pair(spec, fork), ESCALATION_LABEL: 0.3} for fork in spec.forks]
+    return seeds + [{**min_pair(spec, len(spec.trunk) // 2), ESCALATION_LABEL: 0.3}]
+
+
 def _dimension_groups(spec) -> dict[str, dict[str, Any]]:
     """The search dimensions and the value each is frozen at in the ablation: the middle option of every trunk
     width / depth / kernel / expansion, the middle fork point, no little branch (depth 0: a plain early exit),
@@ -148,15 +157,13 @@ def dimension_ablation_stage(run_dir: str | os.PathLike, device: str = 'raspberr
     each search checkpoints under ``<run>/ablation_dimensions/``."""
     import json
     import numpy as np
-    from nni_bigLittle.strategies.cotraining import max_pair, min_pair
-    from nni_bigLittle.strategies.evolution import ESCALATION_LABEL, SubnetCache, search_supernet
+    from nni_bigLittle.strategies.evolution import SubnetCache, search_supernet
     run = RunFolder(run_dir)
     supernet = _trained_supernet(run)
     _, calibration, val_loader, _ = _run_data(run)
     spec = supernet.spec
     cache = SubnetCache(supernet, calibration, val_loader)
-    seeds = [{**max_pair(spec, fork), ESCALATION_LABEL: 0.3} for fork in spec.forks]
-    seeds.append({**min_pair(spec, len(spec.trunk) // 2), ESCALATION_LABEL: 0.3})
+    seeds = _search_seeds(spec)
     searches = {'none (full search)': {}, **_dimension_groups(spec)}
     fronts = {}
     for name, fixed in searches.items():
@@ -298,7 +305,7 @@ def strategy_ablation_stage(run_dir: str | os.PathLike, device: str = 'raspberry
     from nni_bigLittle.evaluation import collect_outputs
     from nni_bigLittle.losses import JointLoss
     from nni_bigLittle.model import BigLittleModel, recalibrate_batchnorm
-    from nni_bigLittle.strategies.cotraining import ResumableLoader, max_pair, min_pair
+    from nni_bigLittle.strategies.cotraining import ResumableLoader
     from nni_bigLittle.strategies.evolution import (DEFAULT_ESCALATION_GRID, ESCALATION_LABEL, nsga2, sample_key,
                                                     search_supernet, space_repair)
     for name, value in (('train_subset', train_subset), ('epochs', epochs), ('population', population)):
@@ -317,10 +324,6 @@ def strategy_ablation_stage(run_dir: str | os.PathLike, device: str = 'raspberry
     info: dict[str, dict[str, Any]] = {}
     keep = ('accuracy', objective, 'escalation_rate', 'target_escalation', 'little_acc', 'big_acc', 'sample')
 
-    def seeds(spec) -> list[dict[str, Any]]:
-        out = [{**max_pair(spec, fork), ESCALATION_LABEL: 0.3} for fork in spec.forks]
-        return out + [{**min_pair(spec, len(spec.trunk) // 2), ESCALATION_LABEL: 0.3}]
-
     for name, options in (('sandwich', {'num_random': num_random}),
                           ('progressive', {'phase_epochs': progressive_phases(epochs)})):
         folder = root / name
@@ -329,7 +332,7 @@ def strategy_ablation_stage(run_dir: str | os.PathLike, device: str = 'raspberry
         began = time.time()
         result = search_supernet(supernet, calibration, val_loader, device=device, population=population,
                                  generations=generations, run_dir=folder / 'search', seed=0,
-                                 initial=seeds(supernet.spec)[:population], progress=progress)
+                                 initial=_search_seeds(supernet.spec)[:population], progress=progress)
         timing = folder / 'search' / 'wall_s.json'  # a resumed run keeps the first search's time
         if result.evaluations or not timing.is_file():
             timing.write_text(json.dumps({'wall_s': round(time.time() - began, 1)}))
@@ -406,7 +409,7 @@ def strategy_ablation_stage(run_dir: str | os.PathLike, device: str = 'raspberry
     genes[ESCALATION_LABEL] = tuple(grid)
     result = nsga2(genes, evaluate, [('accuracy', 'max'), (objective, 'min')], population=trial_population,
                    generations=trial_generations, seed=cfg['seed'],
-                   initial=[{k: v for k, v in s.items() if k in genes} for s in seeds(spec)[:1]],
+                   initial=[{k: v for k, v in s.items() if k in genes} for s in _search_seeds(spec)[:1]],
                    checkpoint=folder / 'checkpoint.json', progress=progress,
                    repair=space_repair(spec, extra_labels=[ESCALATION_LABEL], choices=genes))
     points = []
