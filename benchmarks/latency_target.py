@@ -36,7 +36,7 @@ FIELDS = ['target_fraction', 'target_ms', 'exported_ms', 'relative_error', 'with
 
 
 def environment(threads: int) -> dict:
-    from nni_bigLittle.runs import environment as run_environment
+    from nni_bigLittle.app.runs import environment as run_environment
     env = run_environment(threads)
     return {'date': env['date'][:10], **{key: env.get(key, '') for key in ('cpu', 'logical_cpus', 'threads', 'python', 'torch', 'nni', 'pytorch_lightning', 'nni_bigLittle', 'load_avg_1min')}}
 

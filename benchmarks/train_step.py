@@ -20,7 +20,7 @@ import torch.nn.functional as F
 
 
 def environment(threads: int) -> dict:
-    from nni_bigLittle.runs import environment as run_environment
+    from nni_bigLittle.app.runs import environment as run_environment
     env = run_environment(threads)
     return {'date': env['date'][:10], **{key: env.get(key, '') for key in ('cpu', 'logical_cpus', 'threads', 'python', 'torch', 'nni', 'nni_bigLittle')}}
 
@@ -51,7 +51,7 @@ def main() -> None:
     torch.set_num_threads(args.threads)
     torch.manual_seed(0)
 
-    from nni_bigLittle.costs import arch_costs
+    from nni_bigLittle.nn.costs import arch_costs
     from nni_bigLittle.search_spaces import BigLittleSpace
     space = BigLittleSpace('cifar', num_classes=10).train()
     sample = space.largest()

@@ -1,4 +1,4 @@
-"""Kernels of a big/little pair computed from its :class:`~nni_bigLittle.arch.ArchConfig` (torch-free).
+"""Kernels of a big/little pair computed from its :class:`~nni_bigLittle.nn.arch.ArchConfig` (torch-free).
 
 The same kernel records :func:`~.kernels.detect_kernels` finds by tracing the frozen model (a test
 checks they are equal), but in microseconds instead of a trace, which is what a search that
@@ -8,8 +8,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from nni_bigLittle.arch import ArchConfig, BlockConfig, ConvConfig, HeadConfig, RouterConfig, StageConfig
-from nni_bigLittle.costs import conv_output_size
+from nni_bigLittle.nn.arch import ArchConfig, BlockConfig, ConvConfig, HeadConfig, RouterConfig, StageConfig
+from nni_bigLittle.nn.costs import conv_output_size
 from nni_bigLittle.hw_predictors.kernels import BYTES_PER_ELEMENT as _B, Kernel
 
 __all__ = ['ArchKernels', 'arch_kernels', 'block_kernel', 'stage_kernels', 'head_kernels', 'router_kernels',

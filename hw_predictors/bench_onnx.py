@@ -61,7 +61,13 @@ _ONNX_TO_NUMPY = {
 }
 
 
-class BenchError(RuntimeError):
+# This script runs on devices without the package and imports nothing of it; loaded as part of the package
+# (whose ``__init__`` imports nni_bigLittle.errors), its errors also derive from the package's BigLittleError.
+_PACKAGE_BASE = ((sys.modules['nni_bigLittle.errors'].BigLittleError,)
+                 if __name__.startswith('nni_bigLittle.') and 'nni_bigLittle.errors' in sys.modules else ())
+
+
+class BenchError(*_PACKAGE_BASE, RuntimeError):
     """A problem with the model or the arguments; the message says what to change."""
 
 

@@ -10,7 +10,7 @@
    ``mbconv`` (a whole block), ``conv-bn-act``, ``dwconv-bn-act``, ``se``, ``global-pool``, ``fc``,
    ``add``, ``eltwise`` (the router's softmax).
 2. **Profiling.** Each configuration becomes a tiny standalone module built from the package's own
-   blocks (:class:`~nni_bigLittle.ops.MBConv`, :class:`~nni_bigLittle.ops.ConvBNAct`, ...), is
+   blocks (:class:`~nni_bigLittle.nn.ops.MBConv`, :class:`~nni_bigLittle.nn.ops.ConvBNAct`, ...), is
    exported to ONNX (batch norm folded) and timed with :class:`~.profilers.OnnxRuntimeProfiler`.
    The detected kernels of the module must be exactly the one kernel meant, so the features seen at
    fitting time are those prediction sees.
@@ -61,10 +61,11 @@ from typing import Any, Callable, Iterable, Sequence
 
 import numpy as np
 
-from nni_bigLittle.arch import BlockConfig, make_divisible, se_channels
+from nni_bigLittle.nn.arch import BlockConfig, make_divisible, se_channels
 from nni_bigLittle.hw_predictors.kernels import BYTES_PER_ELEMENT, Kernel, detect_kernels, torch_to_onnx
 from nni_bigLittle.hw_predictors.predictor import ForestModel, KernelLatencyPredictor, network_term_value, \
     regression_metrics
+from nni_bigLittle.errors import BigLittleError
 
 __all__ = [
     'PREDICTOR_NAME', 'PROFILED_TYPES', 'REGRESSORS', 'BuildConfig', 'BuildError', 'BuildResult', 'KernelConfig',
@@ -82,7 +83,7 @@ _FORMAT = 'nni_bigLittle.build_local/1'
 _EXPANSIONS = (1, 2, 3, 4, 6)
 
 
-class BuildError(ValueError):
+class BuildError(BigLittleError, ValueError):
     """The build cannot go on (the message says why and what to do)."""
 
 
@@ -174,7 +175,7 @@ class KernelConfig:
     # ---------------------------------------------------------------- module
     def module(self):
         """The standalone PyTorch module of this kernel (eval mode)."""
-        from nni_bigLittle.ops import ConvBNAct, MBConv, SqueezeExcite
+        from nni_bigLittle.nn.ops import ConvBNAct, MBConv, SqueezeExcite
         act = 'identity' if self.act == 'none' else self.act
         if self.type == 'mbconv':
             mod = MBConv(self.block_config())
@@ -600,7 +601,7 @@ class NetworkSpec:
         return weight_mb(self.kernels)
 
     def module(self):
-        from nni_bigLittle.model import BigLittleModel
+        from nni_bigLittle.nn.model import BigLittleModel
         model = BigLittleModel(self.arch).eval()
         return model.little_path() if self.part == 'little' else model.big_path()
 

@@ -50,7 +50,7 @@ from nni_bigLittle.hw_predictors.predictor import (
 )
 
 __all__ = [
-    'BUNDLED_DIR', 'USER_DIR_ENV', 'DataError', 'DeviceSpec', 'FitReport', 'DEVICES', 'rebuild_bundled',
+    'BUNDLED_DIR', 'USER_DIR_ENV', 'LatencyDataError', 'DeviceSpec', 'FitReport', 'DEVICES', 'rebuild_bundled',
     'build_predictor', 'format_fit_report', 'write_fit_report', 'list_bundled', 'load_predictor',
     'predictor_filename', 'user_predictor_dir', 'predict_totals', 'main',
 ]
@@ -68,8 +68,19 @@ TOPHUB_DIR = 'tvm_tophub_jetson_rpi'
 FBNET_DIR = 'help_fbnet_rpi4'
 
 
-class DataError(PredictorError):
-    """A measurement file is missing or malformed (the message names the file and what is expected)."""
+class LatencyDataError(PredictorError):
+    """A measurement file is missing or malformed (the message names the file and what is expected).
+
+    Called ``DataError`` before 0.2, a name now kept by :class:`nni_bigLittle.errors.DataError` (datasets)."""
+
+
+def __getattr__(name: str):
+    if name == 'DataError':  # the 0.1 name, kept for one release
+        import warnings
+        warnings.warn('nni_bigLittle.hw_predictors.devices.DataError is now LatencyDataError (removed in 0.3).',
+                      DeprecationWarning, stacklevel=2)
+        return LatencyDataError
+    raise AttributeError(f'module {__name__!r} has no attribute {name!r}')
 
 
 # ============================================================================================ records
@@ -188,17 +199,17 @@ def _read_csv(path: Path, columns: Sequence[str], what: str):
     import pandas as pd
     path = Path(path)
     if not path.is_file():
-        raise DataError(f'{path} not found: expected {what}. Pass the latency data folder that holds '
+        raise LatencyDataError(f'{path} not found: expected {what}. Pass the latency data folder that holds '
                         f'{ICAS_DIR}/, {TOPHUB_DIR}/ and {FBNET_DIR}/ (e.g. --data ../shared/data/latency).')
     try:
         frame = pd.read_csv(path, low_memory=False)
     except Exception as exc:  # noqa: BLE001 - any parser failure is a malformed file
-        raise DataError(f'{path} cannot be read as CSV ({exc}); expected {what}.') from exc
+        raise LatencyDataError(f'{path} cannot be read as CSV ({exc}); expected {what}.') from exc
     missing = [c for c in columns if c not in frame.columns]
     if missing:
-        raise DataError(f'{path} lacks column(s) {missing}; expected {what} with columns {list(columns)}.')
+        raise LatencyDataError(f'{path} lacks column(s) {missing}; expected {what} with columns {list(columns)}.')
     if frame.empty:
-        raise DataError(f'{path} has no rows; expected {what}.')
+        raise LatencyDataError(f'{path} has no rows; expected {what}.')
     return frame
 
 
@@ -209,7 +220,7 @@ def _numeric(frame, columns: Sequence[str], path: Path, allow_nan: Sequence[str]
         bad = values.isna() & (frame[c].notna() if c in allow_nan else True)
         if bad.any():
             row = int(np.flatnonzero(bad.to_numpy())[0])
-            raise DataError(f'{path}: column {c!r} must be numeric; row {row} holds {frame[c].iloc[row]!r}.')
+            raise LatencyDataError(f'{path}: column {c!r} must be numeric; row {row} holds {frame[c].iloc[row]!r}.')
         frame[c] = values
     return frame
 
@@ -260,7 +271,7 @@ def _icas_power(root: Path, subsets: Iterable[str]):
         folder = root / subset
         candidates = sorted(p for p in folder.glob('*.csv')) if folder.is_dir() else []
         if not candidates:
-            raise DataError(f'{folder}/*.csv not found: the energy target needs the per-subset iCAS CSV '
+            raise LatencyDataError(f'{folder}/*.csv not found: the energy target needs the per-subset iCAS CSV '
                             f'(columns {list(ICAS_RAW_COLUMNS)}) beside {ICAS_DIR}/icas_jetson_nano_convnets_tidy.csv.')
         raw = _read_csv(candidates[0], ICAS_RAW_COLUMNS, f'the iCAS {subset} power summary')
         raw = _numeric(raw.copy(), ICAS_RAW_COLUMNS[1:], candidates[0], allow_nan=ICAS_RAW_COLUMNS[1:])
@@ -288,7 +299,7 @@ def load_icas(data_root: str, metric: str = 'latency') -> NetworkData:
                      allow_nan=('latency_ms', 'latency_ms_60s_power_run', 'gpu_energy_per_inference'))
     frame = frame[frame['latency_ms'].notna()].reset_index(drop=True)
     if frame.empty:
-        raise DataError(f'{path} has no measured rows (latency_ms is empty everywhere).')
+        raise LatencyDataError(f'{path} has no measured rows (latency_ms is empty everywhere).')
     sources = [f'{ICAS_DIR}/icas_jetson_nano_convnets_tidy.csv']
     info: dict[str, Any] = {}
     if metric == 'latency':
@@ -299,7 +310,7 @@ def load_icas(data_root: str, metric: str = 'latency') -> NetworkData:
         merged = frame.merge(power, left_on=['subset', 'model_name'], right_on=['subset', 'Model Name'], how='left')
         if merged['Avrg_POM_5V_GPU'].isna().any():
             miss = merged.loc[merged['Avrg_POM_5V_GPU'].isna(), ['subset', 'model_name']].iloc[0].tolist()
-            raise DataError(f'{root}/{miss[0]}/*.csv has no power row for model {miss[1]!r}.')
+            raise LatencyDataError(f'{root}/{miss[0]}/*.csv has no power row for model {miss[1]!r}.')
         targets = (merged['Avrg_POM_5V_GPU'] * merged['latency_ms_60s_power_run'] / 1000.0).to_numpy(float)
         unit = 'mJ'
         samples = (merged['Total_POM_5V_GPU'] / merged['Avrg_POM_5V_GPU']).to_numpy(float)
@@ -312,17 +323,17 @@ def load_icas(data_root: str, metric: str = 'latency') -> NetworkData:
     else:
         raise PredictorError(f'Unknown metric {metric!r}; use one of {list(METRICS)}.')
     if not np.all(np.isfinite(targets)) or np.any(targets <= 0):
-        raise DataError(f'{path}: the {metric} targets must be positive and finite.')
+        raise LatencyDataError(f'{path}: the {metric} targets must be positive and finite.')
     networks, names = [], []
     for row in frame.itertuples(index=False):
         try:
             layers = json.loads(row.layers_json)
             kernels = icas_network(layers)
         except (ValueError, KeyError, TypeError, IndexError) as exc:
-            raise DataError(f'{path}: model {row.model_name!r} has a malformed layers_json ({exc}); expected a '
+            raise LatencyDataError(f'{path}: model {row.model_name!r} has a malformed layers_json ({exc}); expected a '
                             'list of {type: conv|dwsep, in_hw, cin, cout, k, pad, out_hw}.') from exc
         if abs(sum(k.params for k in kernels) - float(row.total_params)) > 0.5:
-            raise DataError(f'{path}: model {row.model_name!r}: the layers_json rebuild has '
+            raise LatencyDataError(f'{path}: model {row.model_name!r}: the layers_json rebuild has '
                             f'{sum(k.params for k in kernels):.0f} parameters, total_params says {row.total_params}.')
         networks.append(kernels)
         names.append(str(row.model_name))
@@ -409,7 +420,7 @@ def load_tophub(data_root: str, device: str) -> KernelData:
     frame = _numeric(frame.copy(), TOPHUB_COLUMNS[2:], path)
     rows = frame[(frame['device'] == device) & (frame['is_best_template_for_shape'] == 1)]
     if rows.empty:
-        raise DataError(f'{path} has no best-template rows for device {device!r} '
+        raise LatencyDataError(f'{path} has no best-template rows for device {device!r} '
                         f'(devices present: {sorted(frame["device"].unique())}).')
     keep = (rows['kernel_h'] == rows['kernel_w']) & (rows['input_h'] == rows['input_w']) & \
         (rows['output_h'] == rows['output_w']) & (rows['dilation'] == 1) & (rows['batch'] == 1)
@@ -419,16 +430,16 @@ def load_tophub(data_root: str, device: str) -> KernelData:
     for r in rows.itertuples(index=False):
         op = r.op_type
         if op not in ('conv', 'dwconv'):
-            raise DataError(f'{path}: op_type {op!r} is neither conv nor dwconv.')
+            raise LatencyDataError(f'{path}: op_type {op!r} is neither conv nor dwconv.')
         k = _conv(f'{device}.{op}', int(r.input_h), int(r.cin), int(r.cout), int(r.kernel_h), out_hw=int(r.output_h),
                   stride=int(r.stride), groups=int(r.groups), act='none')
         if abs(k.flops - float(r.macs)) > 0.5:
-            raise DataError(f'{path}: row {op} {r.input_h}x{r.input_h}x{r.cin}->{r.cout} k{r.kernel_h}: macs '
+            raise LatencyDataError(f'{path}: row {op} {r.input_h}x{r.input_h}x{r.cin}->{r.cout} k{r.kernel_h}: macs '
                             f'{r.macs} disagree with N*Cout*OH*OW*Cin/groups*KH*KW = {k.flops:.0f}.')
         if (op == 'dwconv') != (k.type == 'dwconv-bn-act'):
-            raise DataError(f'{path}: row {op} with groups {r.groups} and cin {r.cin} is not a {op}.')
+            raise LatencyDataError(f'{path}: row {op} with groups {r.groups} and cin {r.cin} is not a {op}.')
         if not r.latency_ms > 0:
-            raise DataError(f'{path}: latency_ms must be positive (row {op} {r.input_h}x{r.cin}->{r.cout}).')
+            raise LatencyDataError(f'{path}: latency_ms must be positive (row {op} {r.input_h}x{r.cin}->{r.cout}).')
         kernels.append(k)
         costs.append(float(r.latency_ms))
     return KernelData(kernels, np.array(costs), dropped, [f'{TOPHUB_DIR}/{TOPHUB_FILE}'])
@@ -489,10 +500,10 @@ def load_fbnet(data_root: str) -> tuple[NetworkData, np.ndarray]:
     bad = ~np.isin(ops, FBNET_OPS)
     if bad.any():
         r, c = np.argwhere(bad)[0]
-        raise DataError(f'{path}: row {r} {columns[c]} = {ops[r, c]!r}; expected one of {list(FBNET_OPS)}.')
+        raise LatencyDataError(f'{path}: row {r} {columns[c]} = {ops[r, c]!r}; expected one of {list(FBNET_OPS)}.')
     targets = frame['latency_ms'].to_numpy(float)
     if np.any(targets <= 0):
-        raise DataError(f'{path}: latency_ms must be positive.')
+        raise LatencyDataError(f'{path}: latency_ms must be positive.')
     networks = [fbnet_network(row) for row in ops]
     return NetworkData([str(a) for a in frame['arch_id']], networks, targets, 'ms', [f'{FBNET_DIR}/{FBNET_FILE}']), ops
 
@@ -1203,7 +1214,7 @@ def rebuild_bundled(data_root: str | Path, out_dir: str | Path = BUNDLED_DIR, na
     """
     data_root = Path(data_root).expanduser()
     if not data_root.is_dir():
-        raise DataError(f'{data_root} is not a folder; expected the latency data folder holding {ICAS_DIR}/, '
+        raise LatencyDataError(f'{data_root} is not a folder; expected the latency data folder holding {ICAS_DIR}/, '
                         f'{TOPHUB_DIR}/ and {FBNET_DIR}/ (e.g. ../shared/data/latency).')
     specs = _select(names)
     out_dir = Path(out_dir)

@@ -25,6 +25,7 @@ import threading
 import time
 from dataclasses import asdict, dataclass, field
 from typing import Dict, Iterator, List, Optional, Sequence, Tuple
+from nni_bigLittle.errors import BigLittleError
 
 __all__ = ['EnergyError', 'EnergyReading', 'Figure', 'EnergyBackend', 'EnergyMeasurement', 'RaplEnergy',
            'NvmlEnergy', 'TegrastatsEnergy', 'parse_tegrastats_line', 'total_power_mw', 'integrate_samples',
@@ -33,7 +34,7 @@ __all__ = ['EnergyError', 'EnergyReading', 'Figure', 'EnergyBackend', 'EnergyMea
 FIGURE_KINDS = ('measured', 'predicted')
 
 
-class EnergyError(RuntimeError):
+class EnergyError(BigLittleError, RuntimeError):
     """An energy backend could not measure (unavailable, not started, counter unreadable)."""
 
 

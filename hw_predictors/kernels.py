@@ -22,6 +22,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass, field, replace
 from typing import Any, Iterable, Sequence
+from nni_bigLittle.errors import BigLittleError
 
 __all__ = [
     'KERNEL_TYPES', 'FEATURE_NAMES', 'ACT_CODES', 'OpNode', 'Kernel', 'KernelDetectionError',
@@ -42,7 +43,7 @@ BYTES_PER_ELEMENT = 4  # fp32 activations and weights
 _PASS = 'pass'  # reshape, flatten, dropout, identity, shape arithmetic: free, dropped by fusion
 
 
-class KernelDetectionError(ValueError):
+class KernelDetectionError(BigLittleError, ValueError):
     """The model could not be traced or its graph could not be read."""
 
 

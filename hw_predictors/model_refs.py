@@ -91,7 +91,7 @@ def resolve_model(text: str, input_shape: str | None = None, preset: str = 'cifa
 def _biglittle(name: str, spec, sample: dict, input_shape: str | None) -> ModelRef:
     import torch
 
-    from nni_bigLittle.model import BigLittleModel
+    from nni_bigLittle.nn.model import BigLittleModel
     arch = spec.decode(sample)
     shape = parse_input_shape(input_shape or f'1x3x{spec.resolution}x{spec.resolution}')
     if shape[1:] != (3, spec.resolution, spec.resolution):

@@ -30,9 +30,9 @@ from __future__ import annotations
 import itertools
 from typing import Any, Callable, Mapping
 
-from nni_bigLittle.arch import ArchConfig, BlockConfig, HeadConfig, RouterConfig, block_hidden_channels, se_channels, \
+from nni_bigLittle.nn.arch import ArchConfig, BlockConfig, HeadConfig, RouterConfig, block_hidden_channels, se_channels, \
     stage_channels
-from nni_bigLittle.costs import conv_output_size
+from nni_bigLittle.nn.costs import conv_output_size
 from nni_bigLittle.hw_predictors.arch_kernels import arch_kernels, block_kernel, head_kernels, router_kernels, \
     stem_kernel
 from nni_bigLittle.hw_predictors.kernels import Kernel
@@ -133,7 +133,7 @@ class BigLittleCostProfiler(ExpressionProfiler):
     # ------------------------------------------------------------------ building blocks for both forms
     def _stem(self) -> float:
         s = self.spec
-        from nni_bigLittle.arch import ConvConfig
+        from nni_bigLittle.nn.arch import ConvConfig
         return self._cost([stem_kernel(ConvConfig(3, s.stem_channels, 3, s.stem_stride, s.stem_act),
                                        s.resolution, self.batch)])
 

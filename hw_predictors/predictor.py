@@ -37,6 +37,7 @@ from typing import Any, Callable, Iterable, Sequence
 import numpy as np
 
 from nni_bigLittle.hw_predictors.kernels import FEATURE_NAMES, Kernel, detect_kernels
+from nni_bigLittle.errors import BigLittleError
 
 __all__ = [
     'FORMAT', 'BASIS_NAMES', 'PredictorError', 'ForestModel', 'LinearComponentModel', 'KernelPrediction',
@@ -50,7 +51,7 @@ BASIS_NAMES = ('mac_pw', 'mac_conv', 'mac_grouped', 'mac_dw', 'mac_fc', 'element
 RANGE_FEATURES = ('hw', 'cin', 'cout', 'kernel', 'stride', 'expansion')
 
 
-class PredictorError(ValueError):
+class PredictorError(BigLittleError, ValueError):
     """A predictor file or request is invalid (the message says what to do)."""
 
 

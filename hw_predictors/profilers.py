@@ -25,6 +25,7 @@ from typing import Any, Dict, Iterable, List, Optional, Sequence, Tuple, Union
 
 from . import bench_onnx
 from .energy import EnergyBackend, EnergyError, EnergyReading, Figure, best_energy_backend
+from nni_bigLittle.errors import BigLittleError
 
 __all__ = ['ProfileResult', 'ProfilerError', 'ProfilerUnavailable', 'OnnxRuntimeProfiler', 'TensorRTProfiler',
            'SSHProfiler', 'BENCH_SCRIPT']
@@ -40,7 +41,7 @@ ModelLike = Union[str, os.PathLike, bytes, Any]  # a path, serialized bytes or a
 InputShapes = Optional[Dict[str, Sequence[int]]]
 
 
-class ProfilerError(RuntimeError):
+class ProfilerError(BigLittleError, RuntimeError):
     """Profiling failed; the message says what went wrong and what to do."""
 
 

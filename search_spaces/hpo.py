@@ -23,6 +23,7 @@ from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 from nni_bigLittle.search_spaces.spec import InvalidSampleError, SpaceSpec, _same, make_valid
+from nni_bigLittle.errors import BigLittleError
 
 __all__ = ['nni_search_space', 'dumps_search_space', 'write_search_space', 'read_search_space', 'check_search_space',
            'sample_from_parameters', 'parse_space_options', 'SearchSpaceError']
@@ -31,7 +32,7 @@ _HPO_TYPES = ('choice', 'randint', 'uniform', 'quniform', 'loguniform', 'qloguni
               'lognormal', 'qlognormal')
 
 
-class SearchSpaceError(ValueError):
+class SearchSpaceError(BigLittleError, ValueError):
     """A search-space JSON that does not fit the big/little space."""
 
 

@@ -21,15 +21,15 @@ import torch
 from torch import nn
 
 # first: the elastic ops import NNI quietly (nni_bigLittle._nni_compat)
-from nni_bigLittle.elastic import ElasticHead, ElasticRouter, ElasticStage
+from nni_bigLittle.nn.elastic import ElasticHead, ElasticRouter, ElasticStage
 from nni.mutable import SampleValidationError, label_scope
 from nni.nas.nn.pytorch import ModelSpace
 from nni.nas.oneshot.pytorch.supermodule.base import BaseSuperNetModule
 from nni.nas.oneshot.pytorch.supermodule.sampling import PathSamplingLayer
 
-from nni_bigLittle.model import BigLittleForward, BigLittleModel
-from nni_bigLittle.ops import ConvBNAct
-from nni_bigLittle.arch import ConvConfig
+from nni_bigLittle.nn.model import BigLittleForward, BigLittleModel
+from nni_bigLittle.nn.ops import ConvBNAct
+from nni_bigLittle.nn.arch import ConvConfig
 from nni_bigLittle.search_spaces.presets import get_preset
 from nni_bigLittle.search_spaces.spec import SpaceSpec, little_stage_specs, make_valid
 
@@ -172,13 +172,13 @@ class BigLittleSpace(BigLittleForward, ModelSpace):
           ``MixedConv2d`` / ``MixedBatchNorm2d``, a ``PathSamplingLayer`` for the fork, our
           ``ElasticStage`` / ``ElasticRouter``): the hook keeps those modules.
         - ``DARTS``, ``GumbelDARTS`` and ``Proxyless`` get the relaxation of
-          :mod:`nni_bigLittle.strategies.differentiable`: every label becomes a softmax / Gumbel-softmax
+          :mod:`nni_bigLittle.search_spaces.relaxation`: every label becomes a softmax / Gumbel-softmax
           mixture or a ProxylessNAS binary gate over NNI's architecture parameters, in place (state-dict
           keys and :meth:`freeze` unchanged). ``router/policy`` and ``router/threshold`` do not affect the
           classification loss; only penalties (e.g. on expected latency) move them. The export is the
           argmax per label, with the little network shrunk when that pair would be invalid.
         """
-        from nni.nas.oneshot.pytorch.strategy import DARTS, RandomOneShot  # ENAS is a RandomOneShot;
+        from nni.nas.oneshot.pytorch.strategy import DARTS, ENAS, RandomOneShot  # ENAS is a RandomOneShot;
         # GumbelDARTS and Proxyless are DARTS
         relaxed_for = getattr(self, '_relaxed_for', None)
         if relaxed_for is not None:
@@ -187,8 +187,11 @@ class BigLittleSpace(BigLittleForward, ModelSpace):
                 'space. Mutate a copy (copy.deepcopy(space)) for each strategy, or load this supernet\'s state_dict '
                 'into a new BigLittleSpace (strict=False skips the architecture parameters).')
         if isinstance(strategy, DARTS):
-            from nni_bigLittle.strategies.differentiable import differentiable_hooks
+            from nni_bigLittle.search_spaces.relaxation import differentiable_hooks
             return differentiable_hooks(self, strategy)
+        if isinstance(strategy, ENAS):
+            from nni_bigLittle._nni_compat import prepare_enas
+            prepare_enas(strategy)
         if not isinstance(strategy, RandomOneShot):
             raise TypeError(
                 f'{type(strategy).__name__} cannot run on BigLittleSpace: supported one-shot strategies are NNI\'s '

@@ -21,10 +21,11 @@ from typing import Any, Mapping
 
 from nni.mutable import SampleValidationError
 
-from nni_bigLittle.arch import (
+from nni_bigLittle.nn.arch import (
     ACTIVATIONS, ROUTER_POLICIES, ArchConfig, BlockConfig, ConvConfig, HeadConfig, RouterConfig, StageConfig,
     block_hidden_channels, se_channels, stage_channels,
 )
+from nni_bigLittle.errors import BigLittleError
 
 __all__ = [
     'WIDTH_CHOICES', 'DEPTH_CHOICES', 'LITTLE_DEPTH_CHOICES', 'KERNEL_CHOICES', 'EXPAND_CHOICES',
@@ -39,7 +40,7 @@ EXPAND_CHOICES = (1, 2, 4, 6)
 THRESHOLD_CHOICES = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.99)
 
 
-class InvalidSampleError(SampleValidationError):
+class InvalidSampleError(BigLittleError, SampleValidationError):
     """A sample that does not describe a valid big/little pair.
 
     ``label`` names the offending choice (or choices) and ``allowed`` what would be accepted.
@@ -159,7 +160,7 @@ class SpaceSpec:
             if isinstance(value, bool) or not any(_same(value, a) for a in allowed):
                 return InvalidSampleError(f'{label!r} = {value!r} is out of range; allowed values: {list(allowed)}.',
                                           label=label, allowed=allowed)
-        from nni_bigLittle.costs import arch_costs  # local import: costs depends on arch records only
+        from nni_bigLittle.nn.costs import arch_costs  # local import: costs depends on arch records only
         costs = arch_costs(self._decode_unchecked(sample))
         if costs.little_macs >= costs.big_macs:
             return InvalidSampleError(
@@ -198,7 +199,7 @@ class SpaceSpec:
         return self._extreme(min)
 
     def _extreme(self, pick) -> dict[str, Any]:
-        from nni_bigLittle.costs import arch_costs
+        from nni_bigLittle.nn.costs import arch_costs
         base = {label: (min(allowed) if label.startswith('little/') else pick(allowed))
                 for label, allowed in self.choices().items()}
         base['router/policy'] = self.policy_choices[0]

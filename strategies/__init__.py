@@ -1,11 +1,13 @@
 """Co-training and search strategies for ``BigLittleSpace``.
 
 - ``cotraining``: ``SandwichCoTraining`` and ``ProgressiveShrinking`` (NNI one-shot strategies) with
-  the ``CoTrainingModule`` recipe (joint loss of ``nni_bigLittle.losses``) and resumable data order.
+  the ``CoTrainingModule`` recipe (joint loss of ``nni_bigLittle.nn.losses``) and resumable data order.
 - ``evolution``: NSGA-II multi-objective search on a trained supernet (``search_supernet``) and as an
   NNI multi-trial strategy (``MultiObjectiveEvolution``).
 - ``latency_target``: LightNAS latency-target search (``L + lam * (LAT/T - 1)``, lam learned by ascent).
 - ``tuner``: ``BigLittleEvolution``, the constraint-aware NSGA-II as an NNI tuner for ``nnictl`` experiments.
-- ``differentiable``: the relaxation that lets NNI's ``DARTS``, ``GumbelDARTS`` and ``Proxyless`` run on
-  the space (wired in through ``BigLittleSpace.extra_oneshot_hooks``).
+
+The relaxation that lets NNI's ``DARTS``, ``GumbelDARTS`` and ``Proxyless`` run on the space belongs to the
+space (``nni_bigLittle.search_spaces.relaxation``, wired in through ``BigLittleSpace.extra_oneshot_hooks``):
+a model space never imports a strategy.
 """

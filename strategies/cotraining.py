@@ -4,7 +4,7 @@ Both are NNI one-shot strategies (subclasses of NNI's ``RandomOneShot``, so the 
 path-sampling supernet modules) used as ``NasExperiment(space, evaluator, strategy)`` with an
 evaluator ``Lightning(CoTrainingModule(...), Trainer(...), train_dataloaders=..., val_dataloaders=...)``.
 The evaluator's :class:`CoTrainingModule` holds the recipe (the joint loss of
-:mod:`nni_bigLittle.losses`, SGD with warm-up and cosine decay); the strategy decides which
+:mod:`nni_bigLittle.nn.losses`, SGD with warm-up and cosine decay); the strategy decides which
 subnets are trained on each batch:
 
 - **SandwichCoTraining** (Yu & Huang, US-Nets 2019; Yu et al., BigNAS 2020): per batch the
@@ -55,11 +55,11 @@ from nni.nas.evaluator.pytorch import LightningModule
 from nni.nas.oneshot.pytorch.base_lightning import BaseOneShotLightningModule
 from nni.nas.oneshot.pytorch.strategy import RandomOneShot
 
-from nni_bigLittle.losses import JointLoss, LossWeights, active_threshold
-from nni_bigLittle.model import recalibrate_batchnorm
-from nni_bigLittle.router import calibrate_threshold, dynamic_accuracy, escalation_mask
+from nni_bigLittle.nn.losses import JointLoss, LossWeights, active_threshold
+from nni_bigLittle.nn.model import recalibrate_batchnorm
+from nni_bigLittle.nn.router import calibrate_threshold, dynamic_accuracy, escalation_mask
 from nni_bigLittle.search_spaces.spec import SpaceSpec
-from nni_bigLittle.strategies.differentiable import make_valid
+from nni_bigLittle.search_spaces.spec import make_valid
 
 __all__ = [
     'ResumableBatchSampler', 'ResumableLoader', 'CoTrainingModule', 'CoTrainingLightningModule',
@@ -557,6 +557,14 @@ class _CoTrainingStrategy(RandomOneShot):
             mutated.evaluator.fit_kwargs['ckpt_path'] = str(self.resume_from)
         return mutated
 
+    def _run(self) -> None:
+        with warnings.catch_warnings():
+            # Preloaded tensors need no loader workers; and the strategies restore the epoch position
+            # themselves (ResumableLoader, on_train_start), so Lightning's mid-epoch resume warning does not apply.
+            warnings.filterwarnings('ignore', message='.*does not have many workers.*')
+            warnings.filterwarnings('ignore', message='.*resuming from a checkpoint that ended before the epoch ended.*')
+            super()._run()
+
     def list_models(self, sort: bool = True, limit: int | None = 1):
         """The largest pair of the trained supernet; search it with ``strategies.evolution``."""
         self.oneshot_module.set_model(self.supernet)
@@ -598,8 +606,3 @@ def _check_module(training_module: LightningModule) -> None:
     if not training_module.automatic_optimization:
         raise ValueError('CoTrainingModule must keep automatic optimization on; the strategy steps it.')
 
-
-warnings.filterwarnings('ignore', message='.*does not have many workers.*')
-# The co-training strategies restore the epoch position themselves (ResumableLoader, on_train_start),
-# so Lightning's warning that the loader cannot resume mid-epoch does not apply to them.
-warnings.filterwarnings('ignore', message=".*resuming from a checkpoint that ended before the epoch ended.*")

@@ -794,7 +794,7 @@ def search_supernet(supernet, calib_batches: Iterable, val_loader: Iterable, *,
         bundled = sorted({row['name'] for row in list_bundled() if row['metric'] == 'energy'})
         raise ValueError(f'No energy predictor for {device!r}; bundled energy predictors: {bundled or "none"}. '
                          'Use metric="latency" or "macs" for this device.')
-    from nni_bigLittle.evaluation import _predictor
+    from nni_bigLittle.evaluation.pairs import _predictor
     _predictor(device, 'latency')  # an unknown device fails here, not after the first subnet
     grid = sorted({float(p) for p in escalation_grid})
     if not grid or not all(0.0 <= p <= 1.0 for p in grid):
@@ -856,7 +856,7 @@ def search_supernet(supernet, calib_batches: Iterable, val_loader: Iterable, *,
 def build_model(supernet, record: Mapping[str, Any], calib_batches: Iterable):
     """The deployable ``BigLittleModel`` of a front record: frozen from ``supernet``, batch norm
     re-calibrated on ``calib_batches``, router threshold set to the calibrated ``record['threshold']``."""
-    from nni_bigLittle.model import recalibrate_batchnorm
+    from nni_bigLittle.nn.model import recalibrate_batchnorm
     model = supernet.freeze(record['sample'])
     recalibrate_batchnorm(model, calib_batches)
     model.router.threshold = float(record['threshold'])

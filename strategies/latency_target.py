@@ -23,7 +23,7 @@ How it plugs into NNI
 :class:`LatencyTargetSearch` is NNI's ``GumbelDARTS`` (``relaxation='gumbel'``, default: Gumbel-
 softmax path weights, temperature annealed by NNI) or, with ``relaxation='softmax'``, plain DARTS
 weights, run through ``NasExperiment(space, evaluator, strategy)`` on a ``BigLittleSpace`` (relaxed
-by :mod:`nni_bigLittle.strategies.differentiable`). The LightNAS term is an NNI
+by :mod:`nni_bigLittle.search_spaces.relaxation`). The LightNAS term is an NNI
 ``ExpectationProfilerPenalty`` (:class:`LagrangeLatencyPenalty`) that NNI's
 ``DartsLightningModule.training_step`` adds to every architecture step, with
 
@@ -93,7 +93,7 @@ What the search does with the big/little labels
   here), so the threshold has no latency gradient and no task-loss gradient; its exported value
   is the argmax of untouched (near-uniform) logits and means nothing. Calibrate the threshold
   after the search so that the router escalates the share ``p`` the latency was computed for
-  (:func:`nni_bigLittle.router.calibrate_threshold` with ``target_escalation=p``); the latency
+  (:func:`nni_bigLittle.nn.router.calibrate_threshold` with ``target_escalation=p``); the latency
   target holds at that rate. The result records ``escalation_rate``.
 
 The achievable range
@@ -130,8 +130,9 @@ from nni.nas.oneshot.pytorch.supermodule.differentiable import GumbelSoftmax
 from torch import nn
 
 from nni_bigLittle.hw_predictors.nni_bridge import BigLittleCostProfiler
-from nni_bigLittle.losses import JointLoss, LossWeights
+from nni_bigLittle.nn.losses import JointLoss, LossWeights
 from nni_bigLittle.search_spaces.spec import SpaceSpec
+from nni_bigLittle.errors import BigLittleError
 
 __all__ = [
     'DEFAULT_LAM_LR', 'DEFAULT_DAMPING', 'DEFAULT_ARC_LR', 'ANNEAL_SHARE', 'RELAXATIONS', 'FROZEN_IN_PROJECTION',
@@ -160,7 +161,7 @@ stays there for the rest, so that ``lam`` settles on the (near-)argmax latency b
 FROZEN_IN_PROJECTION = ('router/threshold', 'router/policy')
 
 
-class TargetOutOfRangeError(ValueError):
+class TargetOutOfRangeError(BigLittleError, ValueError):
     """The latency target lies outside what the space can reach on the device."""
 
     def __init__(self, message: str, target: float, low: float, high: float):
@@ -668,7 +669,7 @@ class LatencyTargetSearch(GumbelDARTS):
 
 @nni.trace
 class LatencyTargetTask(LightningModule):
-    """The task loss ``L`` of the search: :class:`~nni_bigLittle.losses.JointLoss` on the supernet's
+    """The task loss ``L`` of the search: :class:`~nni_bigLittle.nn.losses.JointLoss` on the supernet's
     ``forward_all`` (big and little cross-entropy, little distilled from the detached big head; the
     routing and consistency terms need a concrete router and are left out), SGD on the weights."""
 

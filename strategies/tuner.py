@@ -199,7 +199,7 @@ class BigLittleEvolution(Tuner):
 
     def _predict_cost(self, key: str, genome: Mapping[str, Any] | None) -> float | None:
         """Predicted value of constraint ``key`` for ``genome`` (``None``: not predictable before a trial)."""
-        from nni_bigLittle.evaluation import _profiler
+        from nni_bigLittle.evaluation.pairs import _profiler
         for prefix, metric in _PREDICTED_PREFIXES:
             if key.startswith(prefix):
                 profiler = _profiler(key[len(prefix):], metric)  # raises for an unknown device
@@ -209,7 +209,7 @@ class BigLittleEvolution(Tuner):
         if key == 'expected_macs':
             if genome is None:
                 return None
-            from nni_bigLittle.costs import arch_costs
+            from nni_bigLittle.nn.costs import arch_costs
             return arch_costs(self._arch(genome)).expected_macs(self.screen_escalation) / 1e6
         return None
 

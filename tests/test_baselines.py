@@ -6,8 +6,8 @@ import pytest
 import torch
 import yaml
 
-from nni_bigLittle.baselines import EarlyExitNetwork, create_baseline, resolve_baseline_config
-from nni_bigLittle.cli import main
+from nni_bigLittle.app.baselines import EarlyExitNetwork, create_baseline, resolve_baseline_config
+from nni_bigLittle.app.cli import main
 
 from test_cotraining import _digits_config
 

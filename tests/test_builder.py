@@ -215,7 +215,7 @@ def test_network_specs_are_the_frozen_parts():
 
 
 def test_cli_has_build_local():
-    from nni_bigLittle.cli import build_parser, cmd_predictor_build_local
+    from nni_bigLittle.app.cli import build_parser, cmd_predictor_build_local
     args = build_parser().parse_args(['predictor', 'build-local', '--budget-minutes', '2', '--validate', '5',
                                       '--work-dir', 'w', '--report-dir', 'r', '--no-imagenet'])
     assert args.func is cmd_predictor_build_local

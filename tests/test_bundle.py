@@ -11,8 +11,8 @@ import numpy as np
 import pytest
 import torch
 
-from nni_bigLittle import run_bundle
-from nni_bigLittle.cli import main
+from nni_bigLittle.deploy import run_bundle
+from nni_bigLittle.app.cli import main
 
 from test_pipeline_stages import _pipeline
 
@@ -30,7 +30,7 @@ def exported(tmp_path_factory):
 
 def _test_split(run):
     import yaml
-    from nni_bigLittle.pipeline import load_training_data
+    from nni_bigLittle.app.pipeline import load_training_data
     cfg = yaml.safe_load((run / 'config.yaml').read_text())
     return load_training_data({**cfg, 'augment': 'none'})
 
@@ -54,7 +54,7 @@ def test_export_writes_a_bundle_verified_on_the_whole_test_split(exported, capsy
 
 
 def test_run_bundle_preprocesses_as_training_and_agrees_with_pytorch(exported, tmp_path):
-    from nni_bigLittle.pipeline import load_exported
+    from nni_bigLittle.app.pipeline import load_exported
     run, bundle = exported
     manifest = run_bundle.read_manifest(bundle)
     x, labels = run_bundle.load_data(bundle / 'data.npz', manifest)
@@ -172,8 +172,8 @@ def test_run_bundle_says_what_is_wrong_with_its_input(exported, tmp_path, capsys
 
 
 def test_bench_measures_the_bundle_and_baselines_side_by_side(exported, tmp_path, capsys):
-    from nni_bigLittle.bench import bench, format_bench
-    from nni_bigLittle.evaluation import _profiler
+    from nni_bigLittle.deploy.bench import bench, format_bench
+    from nni_bigLittle.evaluation.pairs import _profiler
     from nni_bigLittle.search_spaces.spec import SpaceSpec
     _, bundle = exported
     result = bench(bundle, images=40, rounds=2, warmup=2, predictor='raspberry_pi_4',

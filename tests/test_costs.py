@@ -3,7 +3,7 @@ import pytest
 import torch
 from torch import nn
 
-from nni_bigLittle.costs import arch_costs
+from nni_bigLittle.nn.costs import arch_costs
 
 
 def _count(module_calls):

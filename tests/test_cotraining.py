@@ -11,10 +11,10 @@ import pytest
 import torch
 import yaml
 
-from nni_bigLittle.losses import JointLoss, LossWeights, consistency_loss, distillation, routing_loss
-from nni_bigLittle.model import BigLittleOutput
-from nni_bigLittle.pipeline import ConfigError, resolve_train_config, train_supernet
-from nni_bigLittle.runs import RunConfigMismatch
+from nni_bigLittle.nn.losses import JointLoss, LossWeights, consistency_loss, distillation, routing_loss
+from nni_bigLittle.nn.model import BigLittleOutput
+from nni_bigLittle.app.pipeline import ConfigError, resolve_train_config, train_supernet
+from nni_bigLittle.app.runs import RunConfigMismatch
 from nni_bigLittle.strategies.cotraining import (
     PHASES, ResumableBatchSampler, draw_pair, max_pair, min_pair, phase_choices)
 
@@ -46,7 +46,7 @@ def test_routing_loss_weights_inputs_where_escalation_pays():
     features = torch.randn(3, 4)
     target = torch.tensor([0, 1, 2])  # little right / little wrong+big right / little wrong+big right
     target_hopeless = torch.tensor([0, 2, 1])  # inputs 1, 2: both wrong
-    from nni_bigLittle.router import router_logit
+    from nni_bigLittle.nn.router import router_logit
     bce = torch.nn.functional.binary_cross_entropy_with_logits(
         router_logit(mlp, little, features), torch.tensor([1.0, 0.0, 0.0]), reduction='none')
     expected = (bce * torch.tensor([1.0, 2.0, 2.0])).mean()
@@ -180,7 +180,7 @@ def test_progressive_shrinking_runs_its_phases(tmp_path):
 
 def _cli(run_dir, config_path):
     env = {**os.environ, 'PYTHONHASHSEED': '0'}
-    return [sys.executable, '-m', 'nni_bigLittle.cli', 'cotrain', str(config_path), '--run-dir', str(run_dir),
+    return [sys.executable, '-m', 'nni_bigLittle.app.cli', 'cotrain', str(config_path), '--run-dir', str(run_dir),
             '--quiet', '--trace-steps'], env
 
 

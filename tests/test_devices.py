@@ -10,7 +10,7 @@ import pytest
 from conftest import SHARED_DATA
 from nni_bigLittle.hw_predictors import devices
 from nni_bigLittle.hw_predictors.devices import (
-    BUNDLED_DIR, DEVICES, DataError, build_predictor, list_bundled, load_predictor, predict_totals, predictor_filename,
+    BUNDLED_DIR, DEVICES, LatencyDataError, build_predictor, list_bundled, load_predictor, predict_totals, predictor_filename,
     rebuild_bundled,
 )
 from nni_bigLittle.hw_predictors.kernels import detect_kernels, torch_to_onnx
@@ -32,7 +32,7 @@ def model_kernels():
     import timm
     import torch
 
-    from nni_bigLittle.model import BigLittleModel
+    from nni_bigLittle.nn.model import BigLittleModel
     from nni_bigLittle.search_spaces.presets import get_preset
     torch.manual_seed(0)
     spec = get_preset('cifar', num_classes=10)
@@ -188,35 +188,35 @@ def _write_csv(path, rows, drop=()):
 
 
 def test_missing_data_folder_or_file_is_a_clear_error(tmp_path):
-    with pytest.raises(DataError, match='not a folder'):
+    with pytest.raises(LatencyDataError, match='not a folder'):
         rebuild_bundled(tmp_path / 'nowhere', out_dir=tmp_path / 'out')
-    with pytest.raises(DataError) as err:
+    with pytest.raises(LatencyDataError) as err:
         build_predictor('jetson_tx2_tvm', tmp_path)
     assert devices.TOPHUB_FILE in str(err.value) and 'not found' in str(err.value)
 
 
 def test_csv_missing_a_column_is_a_clear_error(tmp_path):
     path = _write_csv(tmp_path / devices.TOPHUB_DIR / devices.TOPHUB_FILE, [_tophub_rows()] * 5, drop=['latency_ms'])
-    with pytest.raises(DataError) as err:
+    with pytest.raises(LatencyDataError) as err:
         build_predictor('jetson_tx2_tvm', tmp_path)
     assert str(path) in str(err.value) and "'latency_ms'" in str(err.value)
 
 
 def test_csv_with_bad_values_is_a_clear_error(tmp_path):
     _write_csv(tmp_path / devices.TOPHUB_DIR / devices.TOPHUB_FILE, [_tophub_rows(latency_ms='fast')] * 5)
-    with pytest.raises(DataError, match="'latency_ms' must be numeric"):
+    with pytest.raises(LatencyDataError, match="'latency_ms' must be numeric"):
         build_predictor('jetson_tx2_tvm', tmp_path)
     _write_csv(tmp_path / 'b' / devices.TOPHUB_DIR / devices.TOPHUB_FILE, [_tophub_rows(macs=1)] * 5)
-    with pytest.raises(DataError, match='macs'):
+    with pytest.raises(LatencyDataError, match='macs'):
         build_predictor('jetson_tx2_tvm', tmp_path / 'b')
     fbnet = {f'layer{i}_op': 'k3_e1' for i in range(22)}
     _write_csv(tmp_path / devices.FBNET_DIR / devices.FBNET_FILE,
                [dict(fbnet, arch_id=0, latency_ms=20.0), dict(fbnet, arch_id=1, layer3_op='k7_e4', latency_ms=30.0)])
-    with pytest.raises(DataError, match="k7_e4"):
+    with pytest.raises(LatencyDataError, match="k7_e4"):
         build_predictor('raspberry_pi_4', tmp_path)
     _write_csv(tmp_path / devices.ICAS_DIR / 'icas_jetson_nano_convnets_tidy.csv',
                [{'subset': 'x', 'model_name': 'm', 'layers_json': '[]', 'latency_ms': 1.0}])
-    with pytest.raises(DataError, match='total_params'):
+    with pytest.raises(LatencyDataError, match='total_params'):
         build_predictor('jetson_nano_trt_fp32', tmp_path)
 
 

@@ -13,12 +13,12 @@ import torch
 import nni_bigLittle._nni_compat  # noqa: F401
 import nni.nas.strategy  # noqa: F401  (import order, see conftest)
 
-from nni_bigLittle.arch import RouterConfig
-from nni_bigLittle.costs import arch_costs
+from nni_bigLittle.nn.arch import RouterConfig
+from nni_bigLittle.nn.costs import arch_costs
 from nni_bigLittle.evaluation import (
     PairOutputs, collect_outputs, evaluate_pair, load_supernet, operating_point, pair_metrics, subnet_outputs,
 )
-from nni_bigLittle.router import CalibrationError, Router
+from nni_bigLittle.nn.router import CalibrationError, Router
 
 TINY = dict(preset='cifar', num_classes=10, width_choices=(0.5, 1.0), depth_choices=(1, 2),
             little_depth_choices=(0, 1, 2), kernel_choices=(3, 5), expand_choices=(2, 4))
@@ -34,7 +34,7 @@ def trained_tiny_supernet(steps: int = 12):
     """A tiny BigLittleSpace trained a few sandwich steps on digits (shared by the evaluation and evolution tests;
     callers must not modify it)."""
     from nni_bigLittle.data import load_dataset, make_loaders
-    from nni_bigLittle.losses import JointLoss
+    from nni_bigLittle.nn.losses import JointLoss
     from nni_bigLittle.search_spaces import BigLittleSpace
     torch.set_num_threads(1)
     with torch.random.fork_rng(devices=[]):
@@ -170,7 +170,7 @@ def profiler_for(spec, device):
 
 
 def test_subnet_outputs_recalibrate_batchnorm_and_are_deterministic():
-    from nni_bigLittle.model import recalibrate_batchnorm
+    from nni_bigLittle.nn.model import recalibrate_batchnorm
     supernet = trained_tiny_supernet()
     calib, val = digits_batches()
     sample = supernet.random(random_state=3)

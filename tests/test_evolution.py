@@ -10,7 +10,7 @@ import torch
 import nni_bigLittle._nni_compat  # noqa: F401
 import nni.nas.strategy  # noqa: F401  (import order, see conftest)
 
-from nni_bigLittle.router import calibrate_threshold
+from nni_bigLittle.nn.router import calibrate_threshold
 from nni_bigLittle.strategies.evolution import (
     ESCALATION_LABEL, NSGA2, MultiObjectiveEvolution, SubnetCache, build_model, crowding_distance,
     non_dominated_sort, nsga2, sample_key, search_supernet, space_repair,
@@ -125,7 +125,7 @@ def test_space_repair_mends_invalid_pairs(tiny_space):
 
 
 def test_search_supernet_front_calibration_and_shared_cache(tmp_path, monkeypatch):
-    import nni_bigLittle.evaluation as evaluation
+    import nni_bigLittle.evaluation.pairs as evaluation
     supernet = trained_tiny_supernet()
     calib, val = digits_batches()
     passes = []

@@ -6,7 +6,7 @@ import numpy as np
 import pytest
 import torch
 
-from nni_bigLittle.export import ExportMismatch, export_onnx, verify_export
+from nni_bigLittle.deploy.export import ExportMismatch, export_onnx, verify_export
 
 
 @pytest.mark.parametrize('policy', ['max_softmax', 'entropy', 'margin', 'learned'])
@@ -42,7 +42,7 @@ def test_export_leaves_the_model_and_its_batch_norm_statistics_alone(tiny_space,
 
 
 def test_runtime_routes_per_input_and_splits_batches(tiny_space, tmp_path):
-    from nni_bigLittle.export import BigLittleRuntime
+    from nni_bigLittle.deploy.export import BigLittleRuntime
     model, x = _spread_model(tiny_space)
     export_onnx(model, tmp_path)
     runtime = BigLittleRuntime(tmp_path, threads=1)
@@ -67,7 +67,7 @@ def test_runtime_routes_per_input_and_splits_batches(tiny_space, tmp_path):
 def _spread_model(tiny_space, seed: int = 5):
     """A fixed-initialisation pair whose confidences are spread, and a threshold between two of them (no
     input sits on it), so that 10 to 23 of the 32 inputs escalate."""
-    from nni_bigLittle.model import BigLittleModel
+    from nni_bigLittle.nn.model import BigLittleModel
     sample = {**tiny_space.spec.random_sample(random.Random(seed)), 'router/policy': 'max_softmax'}
     torch.manual_seed(0)
     model = BigLittleModel.from_sample(tiny_space.spec, sample).eval()
@@ -128,7 +128,7 @@ def test_big_onnx_is_the_static_big_network_and_the_manifest_describes_the_bundl
 
 
 def test_runtime_records_measured_energy_where_a_meter_exists(tiny_space, tmp_path):
-    from nni_bigLittle.export import BigLittleRuntime
+    from nni_bigLittle.deploy.export import BigLittleRuntime
     from nni_bigLittle.hw_predictors.energy import detect_energy_backends
     found = {backend.name: (backend, ok, why) for backend, ok, why in detect_energy_backends()}
     meter = next((found[name][0] for name in ('RAPL', 'tegrastats') if found[name][1]), None)

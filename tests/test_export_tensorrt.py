@@ -15,9 +15,9 @@ import onnxruntime as ort
 import pytest
 import torch
 
-from nni_bigLittle.export import BigLittleRuntime, export_onnx
-from nni_bigLittle.model import BigLittleModel
-from nni_bigLittle.tensorrt_engines import (TensorRTRuntime, TensorRTUnavailable, build_tensorrt_engines,
+from nni_bigLittle.deploy.export import BigLittleRuntime, export_onnx
+from nni_bigLittle.nn.model import BigLittleModel
+from nni_bigLittle.deploy.tensorrt import (TensorRTRuntime, TensorRTUnavailable, build_tensorrt_engines,
                                             tensorrt_unavailable_reason, verify_tensorrt)
 
 

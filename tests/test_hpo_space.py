@@ -4,7 +4,7 @@ import random
 
 import pytest
 
-from nni_bigLittle.cli import main
+from nni_bigLittle.app.cli import main
 from nni_bigLittle.search_spaces import BigLittleSpace
 from nni_bigLittle.search_spaces.hpo import (
     SearchSpaceError, check_search_space, nni_search_space, parse_space_options, read_search_space,

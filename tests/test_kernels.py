@@ -10,7 +10,7 @@ import nni_bigLittle._nni_compat  # noqa: F401
 from nni_bigLittle.hw_predictors.arch_kernels import arch_kernels
 from nni_bigLittle.hw_predictors.kernels import KernelDetectionError, detect_kernels, parse_input_shape, summarize, \
     torch_to_onnx
-from nni_bigLittle.model import BigLittleModel
+from nni_bigLittle.nn.model import BigLittleModel
 from nni_bigLittle.search_spaces.presets import get_preset
 
 

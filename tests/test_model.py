@@ -2,8 +2,8 @@
 import pytest
 import torch
 
-from nni_bigLittle.model import recalibrate_batchnorm
-from nni_bigLittle.router import router_confidence
+from nni_bigLittle.nn.model import recalibrate_batchnorm
+from nni_bigLittle.nn.router import router_confidence
 
 
 @pytest.fixture(scope='module')

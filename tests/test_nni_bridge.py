@@ -219,8 +219,8 @@ def test_predictor_works_inside_nni_nn_meter_profiler(pi4):
     from nni.nas.nn.pytorch import LayerChoice, ModelSpace
     from nni_bigLittle.hw_predictors.nni_bridge import nn_meter_profiler
 
-    from nni_bigLittle.arch import BlockConfig
-    from nni_bigLittle.ops import MBConv
+    from nni_bigLittle.nn.arch import BlockConfig
+    from nni_bigLittle.nn.ops import MBConv
 
     class SmallSpace(ModelSpace):
         def __init__(self):
@@ -259,7 +259,7 @@ def test_differentiable_strategies_with_our_penalty_move_towards_cheaper_network
     from nni.nas.oneshot.pytorch import strategy as oneshot
     from test_nni_differentiable import BothHeads, _data
 
-    from nni_bigLittle.strategies.differentiable import export_probs
+    from nni_bigLittle.search_spaces.relaxation import export_probs
 
     space = copy.deepcopy(tiny_space).train()
     uniform = {label: {v: 1.0 / len(values) for v in values} for label, values in space.spec.choices().items()}

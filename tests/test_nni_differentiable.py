@@ -17,7 +17,7 @@ from nni.nas.oneshot.pytorch.supermodule.differentiable import GumbelSoftmax
 from nni.nas.oneshot.pytorch.strategy import DARTS, GumbelDARTS, Proxyless
 
 from nni_bigLittle.search_spaces import InvalidSampleError
-from nni_bigLittle.strategies.differentiable import export_probs, export_sample, make_valid
+from nni_bigLittle.search_spaces.relaxation import export_probs, export_sample, make_valid
 
 STRATEGIES = {'darts': DARTS, 'gumbel': GumbelDARTS, 'proxyless': Proxyless}
 

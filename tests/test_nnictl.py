@@ -12,7 +12,7 @@ from pathlib import Path
 import pytest
 import yaml
 
-from nni_bigLittle.cli import main
+from nni_bigLittle.app.cli import main
 
 import nnictl_util as nctl
 import nni_webui

@@ -24,7 +24,7 @@ BLOCKED = ('onnx', 'onnxruntime', 'tensorrt', 'nn_meter')
 for name in BLOCKED:
     sys.modules[name] = None  # what an uninstalled package looks like to import and importlib.util.find_spec
 import nni_bigLittle, nni_bigLittle.search_spaces, nni_bigLittle.strategies, nni_bigLittle.hw_predictors
-import nni_bigLittle.trial_code, nni_bigLittle.data, nni_bigLittle.cli, nni_bigLittle.costs
+import nni_bigLittle.trial_code, nni_bigLittle.data, nni_bigLittle.app.cli, nni_bigLittle.nn.costs
 from nni_bigLittle.search_spaces import BigLittleSpace
 space = BigLittleSpace('cifar', depth_choices=(1,), little_depth_choices=(0,), width_choices=(0.5,),
                        kernel_choices=(3,), expand_choices=(2,))

@@ -4,7 +4,7 @@ import json
 
 import pytest
 
-from nni_bigLittle.cli import main
+from nni_bigLittle.app.cli import main
 
 from test_cotraining import _digits_config
 
@@ -112,7 +112,7 @@ def test_strategy_ablation_compares_four_strategies_on_one_budget_and_resumes(tr
 
 @pytest.mark.parametrize('epochs', [1, 2, 4, 6, 9])
 def test_progressive_phases_fit_the_epoch_budget(epochs):
-    from nni_bigLittle.ablations import progressive_phases
+    from nni_bigLittle.app.ablations import progressive_phases
     phases = progressive_phases(epochs)
     assert len(phases) == 6 and phases[0] == 1 and sum(phases) == epochs and min(phases) >= 0
     if epochs >= 2:
@@ -134,7 +134,7 @@ def _pipeline(tmp_path, **train_overrides) -> str:
 
 
 def test_run_pipeline_trains_searches_exports_reports_and_resumes(tmp_path, capsys):
-    from nni_bigLittle.pipeline import load_exported
+    from nni_bigLittle.app.pipeline import load_exported
     config = _pipeline(tmp_path)
     assert main(['run', config, '--quiet']) == 0
     out = capsys.readouterr().out

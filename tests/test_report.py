@@ -6,8 +6,8 @@ import numpy as np
 import pytest
 import yaml
 
-from nni_bigLittle.cli import main
-from nni_bigLittle.report import Part, PartCoster, _exit_index, expected_costs, top_k
+from nni_bigLittle.app.cli import main
+from nni_bigLittle.app.report import Part, PartCoster, _exit_index, expected_costs, top_k
 
 from test_cotraining import _digits_config
 

@@ -5,8 +5,8 @@ import numpy as np
 import pytest
 import torch
 
-from nni_bigLittle.arch import ROUTER_POLICIES, RouterConfig
-from nni_bigLittle.router import (CalibrationError, Router, calibrate_threshold, dynamic_accuracy, escalation_mask,
+from nni_bigLittle.nn.arch import ROUTER_POLICIES, RouterConfig
+from nni_bigLittle.nn.router import (CalibrationError, Router, calibrate_threshold, dynamic_accuracy, escalation_mask,
                                   router_confidence)
 
 

@@ -8,7 +8,7 @@ import torch
 
 from nni.mutable import Categorical
 
-from nni_bigLittle.model import BigLittleModel
+from nni_bigLittle.nn.model import BigLittleModel
 from nni_bigLittle.search_spaces import BigLittleSpace, InvalidSampleError
 
 
@@ -78,7 +78,7 @@ def test_frozen_model_holds_no_nni_modules_and_matching_sizes(cifar_space):
     sample = cifar_space.random(random_state=11)
     model = cifar_space.freeze(sample)
     assert not [type(m) for m in model.modules() if type(m).__module__.split('.')[0] == 'nni']
-    from nni_bigLittle.costs import arch_costs
+    from nni_bigLittle.nn.costs import arch_costs
     costs = arch_costs(model.arch)
     assert sum(p.numel() for p in model.parameters()) == (costs.little.params + costs.big_tail.params
                                                           + sum(p.numel() for p in model.router.parameters()))

@@ -5,7 +5,7 @@ import pytest
 
 from nni.mutable import Categorical, SampleValidationError
 
-from nni_bigLittle.arch import make_divisible
+from nni_bigLittle.nn.arch import make_divisible
 from nni_bigLittle.search_spaces import InvalidSampleError, get_preset
 from nni_bigLittle.search_spaces.spec import KERNEL_CHOICES, EXPAND_CHOICES, WIDTH_CHOICES
 
@@ -100,7 +100,7 @@ def test_decode_channels_follow_make_divisible(spec):
 
 
 def test_extremes_are_valid_and_ordered(spec):
-    from nni_bigLittle.costs import arch_costs
+    from nni_bigLittle.nn.costs import arch_costs
     big = arch_costs(spec.decode(spec.largest()))
     small = arch_costs(spec.decode(spec.smallest()))
     assert big.big_macs > 10 * small.big_macs

@@ -5,8 +5,8 @@ import random
 
 import pytest
 
-from nni_bigLittle.costs import arch_costs
-from nni_bigLittle.evaluation import _profiler
+from nni_bigLittle.nn.costs import arch_costs
+from nni_bigLittle.evaluation.pairs import _profiler
 from nni_bigLittle.search_spaces.hpo import nni_search_space
 from nni_bigLittle.search_spaces.presets import get_preset
 from nni_bigLittle.strategies.evolution import _dominates

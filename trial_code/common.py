@@ -15,6 +15,7 @@ import random
 import sys
 from pathlib import Path
 from typing import Any, Callable, Mapping, Sequence
+from nni_bigLittle.errors import BigLittleError
 
 _logger = logging.getLogger('nni_bigLittle.trial')
 
@@ -25,7 +26,7 @@ DEFAULT_OBJECTIVE_DOC = ('default = dynamic validation accuracy at the calibrate
                          '(ms), MnasNet\'s reward accuracy * (latency / T) ** -0.07')
 
 
-class TrialError(ValueError):
+class TrialError(BigLittleError, ValueError):
     """A trial that cannot run as configured; the message says what to change."""
 
 

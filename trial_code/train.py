@@ -5,7 +5,7 @@
 The trial's parameters are the labels of ``BigLittleSpace(--preset, --space-option ...)``
 (``nni-biglittle space export`` with the same preset and options) and, optionally,
 ``learning_rate`` and ``weight_decay`` (add them to the search-space JSON to tune them with the
-architecture). The pair is trained with the joint loss (``nni_bigLittle.losses``), SGD with Nesterov
+architecture). The pair is trained with the joint loss (``nni_bigLittle.nn.losses``), SGD with Nesterov
 momentum and a cosine schedule, on the seeded training split, and measured on the validation split
 after every epoch. Results are dicts with the keys of the ``evaluate`` trial plus ``epoch`` and
 ``train_loss``; ``default`` is the documented objective (``common.DEFAULT_OBJECTIVE_DOC``).
@@ -41,7 +41,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         raise common.TrialError(f'--epochs must be >= 1, got {args.epochs}.')
     common.setup(args)
     import torch
-    from nni_bigLittle.evaluation import _splits, evaluate_pair
+    from nni_bigLittle.evaluation.pairs import _splits, evaluate_pair
     from nni_bigLittle.search_spaces import BigLittleSpace
     from nni_bigLittle.search_spaces.hpo import sample_from_parameters
     options = common.evaluation_options(args)

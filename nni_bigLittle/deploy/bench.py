@@ -30,8 +30,8 @@ from typing import Any, Callable, Mapping, Sequence
 
 import numpy as np
 
-from nni_bigLittle import run_bundle
-from nni_bigLittle.run_bundle import NEVER, BigLittleRuntime, BundleError
+from nni_bigLittle.deploy import run_bundle
+from nni_bigLittle.deploy.run_bundle import NEVER, BigLittleRuntime, BundleError
 
 __all__ = ['bench', 'format_bench', 'write_bench']
 
@@ -54,7 +54,7 @@ def _predicted(manifest: Mapping[str, Any], predictor: str | None) -> Callable[[
     """``p -> CostBreakdown`` of the bundle's pair under ``predictor`` (None when it cannot be costed)."""
     if predictor is None or not manifest.get('spec'):
         return None
-    from nni_bigLittle.evaluation import _profiler
+    from nni_bigLittle.evaluation.pairs import _profiler
     from nni_bigLittle.search_spaces.spec import SpaceSpec
     arch = SpaceSpec.from_dict(manifest['spec']).decode(manifest['sample'])
     profiler = _profiler(predictor, 'latency')

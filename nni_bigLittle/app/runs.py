@@ -23,11 +23,12 @@ from pathlib import Path
 from typing import Any, Mapping
 
 import yaml
+from nni_bigLittle.errors import BigLittleError
 
 __all__ = ['RunFolder', 'RunConfigMismatch', 'write_json', 'environment', 'copy_records']
 
 
-class RunConfigMismatch(RuntimeError):
+class RunConfigMismatch(BigLittleError, RuntimeError):
     """The run folder belongs to a run with a different config."""
 
 

@@ -34,8 +34,8 @@ from typing import Any, Mapping, Sequence
 import torch
 from torch import nn
 
-from nni_bigLittle.pipeline import ConfigError, load_config, load_training_data, resolve_train_config
-from nni_bigLittle.runs import RunFolder, environment
+from nni_bigLittle.app.pipeline import ConfigError, load_config, load_training_data, resolve_train_config
+from nni_bigLittle.app.runs import RunFolder, environment
 
 __all__ = ['BASELINES', 'create_baseline', 'EarlyExitNetwork', 'resolve_baseline_config', 'train_baselines']
 
@@ -204,7 +204,7 @@ def train_baselines(config: Mapping[str, Any], run_dir: str | os.PathLike, model
     ``status.json`` (epochs, wall time, parameters, environment)."""
     import numpy as np
     from torch.utils.data import DataLoader
-    from nni_bigLittle.pipeline import _train_standalone
+    from nni_bigLittle.app.pipeline import _train_standalone
     from nni_bigLittle.strategies.cotraining import ResumableLoader
     cfg = resolve_baseline_config(config, base)
     chosen = list(models or cfg['models'])

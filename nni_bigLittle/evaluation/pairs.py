@@ -2,7 +2,7 @@
 
 The pieces, from the bottom up:
 
-- :func:`collect_outputs` runs a frozen :class:`~nni_bigLittle.model.BigLittleModel` once over a
+- :func:`collect_outputs` runs a frozen :class:`~nni_bigLittle.nn.model.BigLittleModel` once over a
   loader and keeps what every routing decision needs (:class:`PairOutputs`): both heads' logits,
   the little head features (input of the learned router) and the targets. One forward pass serves
   every router policy and threshold.
@@ -11,7 +11,7 @@ The pieces, from the bottom up:
 - :func:`operating_point`: accuracy of the *dynamic* model (little answer for kept inputs, big
   answer for escalated ones), little/big accuracy and escalation rate for a router policy at a
   threshold, or at a threshold calibrated for a target escalation rate or target accuracy
-  (:func:`~nni_bigLittle.router.calibrate_threshold`).
+  (:func:`~nni_bigLittle.nn.router.calibrate_threshold`).
 - :func:`pair_metrics`: the flat dict of plain floats a trial reports to NNI.
 - :func:`evaluate_pair`: the function for NNI's ``FunctionalEvaluator``.
 
@@ -39,9 +39,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from nni_bigLittle.arch import ROUTER_POLICIES
-from nni_bigLittle.model import BigLittleModel, recalibrate_batchnorm
-from nni_bigLittle.router import calibrate_threshold, router_confidence
+from nni_bigLittle.nn.arch import ROUTER_POLICIES
+from nni_bigLittle.nn.model import BigLittleModel, recalibrate_batchnorm
+from nni_bigLittle.nn.router import calibrate_threshold, router_confidence
 
 __all__ = [
     'PairOutputs', 'OperatingPoint', 'collect_outputs', 'subnet_outputs', 'operating_point', 'pair_metrics',
@@ -185,7 +185,7 @@ class OperatingPoint:
 
 
 def _escalated(confidence: np.ndarray, threshold: float) -> np.ndarray:
-    """Same rule as :func:`nni_bigLittle.router.escalation_mask`: ``tau >= 1`` escalates everything."""
+    """Same rule as :func:`nni_bigLittle.nn.router.escalation_mask`: ``tau >= 1`` escalates everything."""
     if threshold >= 1.0:
         return np.ones_like(confidence, dtype=bool)
     return confidence < threshold
@@ -196,10 +196,10 @@ def operating_point(outputs: PairOutputs, router: Any, *, threshold: float | Non
     """The dynamic model's operating point for ``router`` on ``outputs``.
 
     ``router`` is a policy name (``'max_softmax'``, ``'entropy'``, ``'margin'``, ``'learned'``: the MLP
-    stored in ``outputs``) or a frozen :class:`~nni_bigLittle.router.Router` (its policy and MLP; its
+    stored in ``outputs``) or a frozen :class:`~nni_bigLittle.nn.router.Router` (its policy and MLP; its
     own threshold when no other is asked for). Give at most one of ``threshold`` (used as is),
     ``target_escalation`` or ``target_accuracy`` (calibrated on ``outputs`` by
-    :func:`~nni_bigLittle.router.calibrate_threshold`; an unreachable accuracy raises its
+    :func:`~nni_bigLittle.nn.router.calibrate_threshold`; an unreachable accuracy raises its
     ``CalibrationError``).
     """
     asked = [name for name, value in (('threshold', threshold), ('target_escalation', target_escalation),
@@ -289,7 +289,7 @@ def pair_metrics(outputs: PairOutputs, pair: Any, spec=None, *, policy: str | No
     """The NNI dict metric of a pair evaluated as ``outputs``.
 
     ``pair`` is a sample ``{label: value}`` of ``spec`` (a ``SpaceSpec``; validated), or the frozen
-    pair's :class:`~nni_bigLittle.arch.ArchConfig` (``model.arch``; then ``spec`` may be omitted).
+    pair's :class:`~nni_bigLittle.nn.arch.ArchConfig` (``model.arch``; then ``spec`` may be omitted).
     The router is ``policy`` (default: the pair's ``router/policy``) at ``threshold``, or at the
     threshold calibrated for ``target_escalation`` / ``target_accuracy``; with none of the three,
     the pair's own ``router/threshold``. Keys (plain floats):
@@ -302,8 +302,8 @@ def pair_metrics(outputs: PairOutputs, pair: Any, spec=None, *, policy: str | No
     - ``latency_ms_<device>``: expected latency at the measured escalation rate, for each device;
     - ``energy_mj_<device>`` with ``energy=True``, for the devices that have an energy predictor.
     """
-    from nni_bigLittle.arch import ArchConfig
-    from nni_bigLittle.costs import arch_costs
+    from nni_bigLittle.nn.arch import ArchConfig
+    from nni_bigLittle.nn.costs import arch_costs
     devices = _devices(devices)
     if isinstance(pair, ArchConfig):
         arch = pair
@@ -407,7 +407,7 @@ def evaluate_pair(model: BigLittleModel, dataset: str = 'digits', data_root: str
       pair inherits the supernet's weights: frozen from the supernet, batch norm re-calibrated on
       ``calib_batches`` seeded training batches, evaluated.
     - Otherwise the model NNI passes in (fresh weights sliced from the experiment's space) is trained
-      from scratch for ``epochs`` epochs with :class:`~nni_bigLittle.losses.JointLoss`
+      from scratch for ``epochs`` epochs with :class:`~nni_bigLittle.nn.losses.JointLoss`
       (``loss_weights``), SGD with Nesterov momentum and a cosine schedule, reporting
       ``nni.report_intermediate_result(metrics)`` after each epoch; ``epochs=0`` evaluates it as it is.
 
@@ -491,7 +491,7 @@ def evaluate_pair(model: BigLittleModel, dataset: str = 'digits', data_root: str
 
 def _train(model: BigLittleModel, train_loader, epochs: int, lr: float, weight_decay: float,
            loss_weights, limit: int | None, metrics_of, callbacks) -> dict[str, float]:
-    from nni_bigLittle.losses import JointLoss
+    from nni_bigLittle.nn.losses import JointLoss
     if not lr > 0:
         raise ValueError(f'lr must be > 0, got {lr}.')
     loss_fn = JointLoss(loss_weights)

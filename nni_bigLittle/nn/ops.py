@@ -1,14 +1,14 @@
 """Static building blocks of a frozen big/little model (plain ``torch.nn``, no NNI).
 
-Each block is built from its framework-free record in :mod:`nni_bigLittle.arch`; the elastic
-twins in :mod:`nni_bigLittle.elastic` copy their sliced weights into these.
+Each block is built from its framework-free record in :mod:`nni_bigLittle.nn.arch`; the elastic
+twins in :mod:`nni_bigLittle.nn.elastic` copy their sliced weights into these.
 """
 from __future__ import annotations
 
 import torch
 from torch import nn
 
-from nni_bigLittle.arch import BlockConfig, ConvConfig, HeadConfig, StageConfig
+from nni_bigLittle.nn.arch import BlockConfig, ConvConfig, HeadConfig, StageConfig
 
 __all__ = ['make_activation', 'ConvBNAct', 'SqueezeExcite', 'MBConv', 'Stage', 'ClassifierHead']
 

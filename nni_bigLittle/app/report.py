@@ -133,12 +133,12 @@ def feature_shapes(modules: Sequence[nn.Module], input_shape: tuple[int, ...]) -
 # ---------------------------------------------------------------------------------------------------------
 OPERATING_POINTS = (0.25, 0.5, 0.75)  # escalation rates (ours, cascade) / shares reaching the final head (exits)
 STATIC_SCALES = (0.0, 0.25, 0.5, 0.75, 1.0)  # Once-for-All style static subnets: every choice at this quantile
-REPORT_FORMAT = 'nni_bigLittle.report/1'
+REPORT_FORMAT = 'nni_bigLittle.app.report/1'
 
 
 def _scaled_sample(spec, t: float) -> dict[str, Any]:
     """Every choice of the space at quantile ``t`` of its options (0: smallest, 1: largest)."""
-    from nni_bigLittle.strategies.differentiable import make_valid
+    from nni_bigLittle.search_spaces.spec import make_valid
     sample = {label: options[int(round(t * (len(options) - 1)))] for label, options in spec.choices().items()}
     return sample if spec.check(sample) is None else make_valid(spec, sample)
 
@@ -154,9 +154,9 @@ def _row(family: str, name: str, logits: np.ndarray, labels: np.ndarray, parts, 
 
 def _ours(run, device: str, coster: PartCoster, progress: bool) -> tuple[list[dict[str, Any]], int]:
     from nni_bigLittle.evaluation import collect_outputs, operating_point
-    from nni_bigLittle.export import _LittleGraph
-    from nni_bigLittle.model import recalibrate_batchnorm
-    from nni_bigLittle.pipeline import _run_data, _trained_supernet, front_record
+    from nni_bigLittle.deploy.export import _LittleGraph
+    from nni_bigLittle.nn.model import recalibrate_batchnorm
+    from nni_bigLittle.app.pipeline import _run_data, _trained_supernet, front_record
     from nni_bigLittle.strategies.evolution import build_model
     record = front_record(run, device, 'accurate')
     supernet = _trained_supernet(run)
@@ -211,7 +211,7 @@ def _exit_index(heads: list[np.ndarray], threshold: float) -> np.ndarray:
 
 def _baselines(folder, coster: PartCoster, resolution: int) -> list[dict[str, Any]]:
     import yaml
-    from nni_bigLittle.baselines import EarlyExitNetwork, create_baseline
+    from nni_bigLittle.app.baselines import EarlyExitNetwork, create_baseline
     from nni_bigLittle.evaluation import PairOutputs, operating_point
     root = folder / 'baselines'
     cfg = yaml.safe_load((folder / 'config.yaml').read_text())
@@ -275,7 +275,7 @@ def collect_report(run_dir, baselines_dir=None, device: str = 'raspberry_pi_4', 
     """Every row of the results table with its accuracy and costs, written to ``<run>/results/report.json``
     (a text record: ``nni-biglittle records`` copies it, ``render_report`` needs nothing else)."""
     import yaml
-    from nni_bigLittle.runs import RunFolder, environment
+    from nni_bigLittle.app.runs import RunFolder, environment
     run = RunFolder(run_dir)
     coster = PartCoster(measure=measure)
     rows, resolution = _ours(run, device, coster, progress)

@@ -48,7 +48,7 @@ penalties on :meth:`export_probs` (e.g. an expected-latency penalty, in which th
 depends on the threshold) or from a routing loss on the confidence the model returns. Their
 parameters exist so that such penalties can move them; otherwise their export is the argmax of
 near-uniform logits, and the threshold should be calibrated after the search
-(:func:`nni_bigLittle.router.calibrate_threshold`).
+(:func:`nni_bigLittle.nn.router.calibrate_threshold`).
 
 ``export_probs(memo)`` of every relaxed module returns ``{label: {value: probability}}`` with
 ``probability`` a 0-d tensor of ``softmax(alpha)`` that keeps its graph to ``alpha`` (NNI's own
@@ -64,7 +64,7 @@ passes ``space.spec.validate``.
 With one-hot weights (Proxyless gates after ``space.activate(sample)``) the relaxed supernet
 computes exactly the subnet ``space.freeze(sample)``. Under soft weights its batch norms see
 mixtures, so their running statistics fit no single subnet: re-calibrate the frozen model's
-(:func:`nni_bigLittle.model.recalibrate_batchnorm`) before evaluating it.
+(:func:`nni_bigLittle.nn.model.recalibrate_batchnorm`) before evaluating it.
 """
 from __future__ import annotations
 
@@ -76,14 +76,14 @@ import torch.nn.functional as F
 from torch import nn
 
 # first: our elastic ops import NNI quietly (nni_bigLittle._nni_compat)
-from nni_bigLittle.elastic import ElasticRouter, ElasticSqueezeExcite, ElasticStage, _max_option
+from nni_bigLittle.nn.elastic import ElasticRouter, ElasticSqueezeExcite, ElasticStage, _max_option
 from nni.mutable import MutableExpression
 from nni.nas.oneshot.pytorch.supermodule.base import BaseSuperNetModule
 from nni.nas.oneshot.pytorch.supermodule.differentiable import GumbelSoftmax, MixedOpDifferentiablePolicy
 from nni.nas.oneshot.pytorch.supermodule.operation import MixedBatchNorm2d, MixedConv2d, MixedOperation
 from nni.nas.oneshot.pytorch.supermodule.sampling import PathSamplingLayer
 
-from nni_bigLittle.router import router_confidence
+from nni_bigLittle.nn.router import router_confidence
 from nni_bigLittle.search_spaces.space import LittleBranch
 from nni_bigLittle.search_spaces.spec import SpaceSpec, _same as _same_value, make_valid  # noqa: F401 (re-export)
 

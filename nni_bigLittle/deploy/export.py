@@ -18,7 +18,7 @@
 graphs with ONNX Runtime on real inputs and compares logits, confidences, escalation decisions and
 predictions with PyTorch's ``BigLittleModel.infer``; a mismatch raises :class:`ExportMismatch`.
 :func:`write_bundle` adds ``run_bundle.py`` (numpy + onnxruntime only) and, optionally, sample data.
-The runtime, :class:`BigLittleRuntime`, lives in :mod:`nni_bigLittle.run_bundle`, the file every bundle
+The runtime, :class:`BigLittleRuntime`, lives in :mod:`nni_bigLittle.deploy.run_bundle`, the file every bundle
 carries.
 """
 from __future__ import annotations
@@ -35,8 +35,9 @@ import numpy as np
 import torch
 from torch import nn
 
-from nni_bigLittle.model import BigLittleModel
-from nni_bigLittle.run_bundle import MANIFEST_FORMAT, BigLittleRuntime, escalation
+from nni_bigLittle.nn.model import BigLittleModel
+from nni_bigLittle.deploy.run_bundle import MANIFEST_FORMAT, BigLittleRuntime, escalation
+from nni_bigLittle.errors import BigLittleError
 
 __all__ = ['export_onnx', 'verify_export', 'write_bundle', 'ExportMismatch', 'BigLittleRuntime', 'MANIFEST_FORMAT']
 
@@ -44,7 +45,7 @@ OPSET = 17
 TAIL_PREFIX = 'big_tail/'
 
 
-class ExportMismatch(RuntimeError):
+class ExportMismatch(BigLittleError, RuntimeError):
     """The exported graphs disagree with PyTorch."""
 
 

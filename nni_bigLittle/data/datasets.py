@@ -29,6 +29,8 @@ import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset
 
+from nni_bigLittle.errors import DataError, DataFormatError, DataNotFoundError
+
 __all__ = [
     'DataError', 'DataNotFoundError', 'DataFormatError', 'DATASETS', 'register_dataset', 'available_datasets',
     'RawSplits', 'DataSplits', 'load_dataset', 'stratified_split', 'build_transform', 'make_loaders',
@@ -39,18 +41,6 @@ RESOLUTIONS = (32, 64, 128, 224)
 AUGMENTATIONS = ('none', 'standard', 'randaugment', 'autoaugment')
 DATA_ENV = 'NNI_BIGLITTLE_DATA'
 DEBIAN_FASHION_MNIST = Path('/usr/share/datasets/fashion-mnist')
-
-
-class DataError(Exception):
-    """Base class of the data errors."""
-
-
-class DataNotFoundError(DataError, FileNotFoundError):
-    """The data files are not where we looked; the message lists the places and the fix."""
-
-
-class DataFormatError(DataError, ValueError):
-    """The data files exist but are not what the loader expects (missing key, bad shape, corrupt)."""
 
 
 @dataclass

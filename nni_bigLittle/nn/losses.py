@@ -27,7 +27,7 @@ from typing import Any, Mapping
 import torch
 import torch.nn.functional as F
 
-from nni_bigLittle.router import router_logit
+from nni_bigLittle.nn.router import router_logit
 
 __all__ = ['LossWeights', 'JointLoss', 'distillation', 'routing_loss', 'consistency_loss', 'active_threshold']
 
@@ -101,7 +101,7 @@ def consistency_loss(little_logits: torch.Tensor, big_logits: torch.Tensor, kept
 class JointLoss:
     """``JointLoss(weights)(output, target, teacher_logits=None, router=None)`` -> ``(loss, parts)``.
 
-    ``output`` is a :class:`~nni_bigLittle.model.BigLittleOutput` (``forward_all`` of the supernet or
+    ``output`` is a :class:`~nni_bigLittle.nn.model.BigLittleOutput` (``forward_all`` of the supernet or
     of a frozen model); ``router`` the module holding the learned router's ``mlp`` and the active
     policy/threshold (``ElasticRouter`` or ``Router``); without it the routing and consistency terms
     are skipped. ``parts`` holds detached floats of every term for logging.

@@ -16,9 +16,9 @@ import os
 import time
 from typing import Any, Mapping
 
-from nni_bigLittle.pipeline import (ConfigError, _build_space, _run_data, _train_standalone, _trained_supernet,
+from nni_bigLittle.app.pipeline import (ConfigError, _build_space, _run_data, _train_standalone, _trained_supernet,
                                     _write_table, front_record, load_training_data, train_supernet)
-from nni_bigLittle.runs import RunFolder, environment
+from nni_bigLittle.app.runs import RunFolder, environment
 
 __all__ = ['ablation_stage', 'routing_ablation_stage', 'dimension_ablation_stage', 'strategy_ablation_stage',
            'progressive_phases']
@@ -42,10 +42,10 @@ def ablation_stage(run_dir: str | os.PathLike, device: str = 'raspberry_pi_4', p
     """
     import json
     import torch
-    from nni_bigLittle.costs import arch_costs
+    from nni_bigLittle.nn.costs import arch_costs
     from nni_bigLittle.evaluation import PairOutputs, collect_outputs, operating_point
     from nni_bigLittle.hw_predictors.nni_bridge import BigLittleCostProfiler
-    from nni_bigLittle.model import BigLittleModel
+    from nni_bigLittle.nn.model import BigLittleModel
     from nni_bigLittle.strategies.cotraining import ResumableLoader
     from nni_bigLittle.strategies.evolution import build_model
     run = RunFolder(run_dir)
@@ -303,8 +303,8 @@ def strategy_ablation_stage(run_dir: str | os.PathLike, device: str = 'raspberry
     import torch
     from torch.utils.data import DataLoader, Subset
     from nni_bigLittle.evaluation import collect_outputs
-    from nni_bigLittle.losses import JointLoss
-    from nni_bigLittle.model import BigLittleModel, recalibrate_batchnorm
+    from nni_bigLittle.nn.losses import JointLoss
+    from nni_bigLittle.nn.model import BigLittleModel, recalibrate_batchnorm
     from nni_bigLittle.strategies.cotraining import ResumableLoader
     from nni_bigLittle.strategies.evolution import (DEFAULT_ESCALATION_GRID, ESCALATION_LABEL, nsga2, sample_key,
                                                     search_supernet, space_repair)

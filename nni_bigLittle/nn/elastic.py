@@ -6,7 +6,7 @@ Weights are allocated at the largest choice and sliced by NNI's ``MixedConv2d`` 
     weight[:out, :in // groups, c - k//2 : c + k//2 + 1, c - k//2 : c + k//2 + 1]   (c = centre of the 7x7)
 
 That one routine (``MixedOperation.freeze_weight``) runs both in the supernet's forward and in
-:func:`copy_sliced`, which fills the static twins of :mod:`nni_bigLittle.ops`; so a frozen model
+:func:`copy_sliced`, which fills the static twins of :mod:`nni_bigLittle.nn.ops`; so a frozen model
 equals the supernet under the same sample. Every elastic block has ``extract_into(static, sample)``.
 
 The ops start in NNI's path-sampling mode (``resample(memo)`` fixes the active choice), which is
@@ -27,9 +27,9 @@ from nni.nas.oneshot.pytorch.supermodule.operation import MixedBatchNorm2d, Mixe
 from nni.nas.oneshot.pytorch.supermodule.sampling import MixedOpPathSamplingPolicy
 from nni.nas.oneshot.pytorch.supermodule._expression_utils import traverse_all_options
 
-from nni_bigLittle.arch import HeadConfig, RouterConfig, StageConfig, block_hidden_channels, se_channels, stage_channels
-from nni_bigLittle.ops import ClassifierHead, ConvBNAct, MBConv, SqueezeExcite, Stage, make_activation
-from nni_bigLittle.router import Router, build_router_mlp, router_confidence
+from nni_bigLittle.nn.arch import HeadConfig, RouterConfig, StageConfig, block_hidden_channels, se_channels, stage_channels
+from nni_bigLittle.nn.ops import ClassifierHead, ConvBNAct, MBConv, SqueezeExcite, Stage, make_activation
+from nni_bigLittle.nn.router import Router, build_router_mlp, router_confidence
 
 __all__ = [
     'elastic_conv2d', 'elastic_batchnorm2d', 'copy_sliced', 'ElasticConvBNAct', 'ElasticSqueezeExcite',

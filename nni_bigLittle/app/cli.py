@@ -24,7 +24,7 @@ def _space_from_args(args):
 
 
 def cmd_space_show(args) -> int:
-    from nni_bigLittle.costs import arch_costs
+    from nni_bigLittle.nn.costs import arch_costs
     spec = _space_from_args(args)
     choices = spec.choices()
     print(f'BigLittleSpace preset={spec.name!r} resolution={spec.resolution} classes={spec.num_classes}')
@@ -41,7 +41,7 @@ def cmd_space_show(args) -> int:
 
 def cmd_space_sample(args) -> int:
     import random
-    from nni_bigLittle.costs import arch_costs
+    from nni_bigLittle.nn.costs import arch_costs
     spec = _space_from_args(args)
     sample = spec.random_sample(random.Random(args.seed))
     costs = arch_costs(spec.decode(sample))
@@ -293,7 +293,7 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def cmd_cotrain(args) -> int:
-    from nni_bigLittle.pipeline import load_config, set_dotted, train_supernet
+    from nni_bigLittle.app.pipeline import load_config, set_dotted, train_supernet
     config = load_config(args.config)
     if args.threads is not None:
         config['threads'] = args.threads
@@ -315,7 +315,7 @@ def _set_threads(threads: int | None) -> None:
 
 def cmd_search(args) -> int:
     _set_threads(args.threads)
-    from nni_bigLittle.pipeline import search_stage
+    from nni_bigLittle.app.pipeline import search_stage
     search_stage(args.run_dir, progress=not args.quiet, devices=args.device, metric=args.metric,
                  population=args.population, generations=args.generations, budget=args.budget, seed=args.seed)
     return 0
@@ -323,7 +323,7 @@ def cmd_search(args) -> int:
 
 def cmd_evaluate(args) -> int:
     _set_threads(args.threads)
-    from nni_bigLittle.pipeline import evaluate_stage
+    from nni_bigLittle.app.pipeline import evaluate_stage
     rows = evaluate_stage(args.run_dir, count=args.count)['rows']
     print((Path(args.run_dir) / 'results' / 'front_models.md').read_text())
     return 0 if rows else 1
@@ -331,7 +331,7 @@ def cmd_evaluate(args) -> int:
 
 def cmd_ablation(args) -> int:
     _set_threads(args.threads)
-    from nni_bigLittle.ablations import (ablation_stage, dimension_ablation_stage, routing_ablation_stage,
+    from nni_bigLittle.app.ablations import (ablation_stage, dimension_ablation_stage, routing_ablation_stage,
                                          strategy_ablation_stage)
     if args.kind == 'routing':
         routing_ablation_stage(args.run_dir, device=args.device)
@@ -351,7 +351,7 @@ def cmd_ablation(args) -> int:
 
 def cmd_run(args) -> int:
     _set_threads(args.threads)
-    from nni_bigLittle.pipeline import load_config, run_pipeline
+    from nni_bigLittle.app.pipeline import load_config, run_pipeline
     config = load_config(args.config)
     if args.threads is not None:
         config.setdefault('train', {})['threads'] = args.threads
@@ -360,7 +360,7 @@ def cmd_run(args) -> int:
 
 
 def cmd_experiment(args) -> int:
-    from nni_bigLittle.experiment import check_experiment, launch_experiment
+    from nni_bigLittle.app.experiment import check_experiment, launch_experiment
     if args.experiment_command == 'check':
         summary = check_experiment(args.config, args.port)
         print(f'{args.config}: OK (tuner {summary["tuner"]}, {summary["parameters"]} parameters, trial '
@@ -371,7 +371,7 @@ def cmd_experiment(args) -> int:
 
 
 def cmd_records(args) -> int:
-    from nni_bigLittle.runs import copy_records
+    from nni_bigLittle.app.runs import copy_records
     copied = copy_records(args.run_dir, args.out)
     print(f'{len(copied)} record files of {args.run_dir} copied to {args.out}:')
     for path in copied:
@@ -381,7 +381,7 @@ def cmd_records(args) -> int:
 
 def cmd_export(args) -> int:
     _set_threads(args.threads)
-    from nni_bigLittle.pipeline import export_bundle
+    from nni_bigLittle.app.pipeline import export_bundle
     verify = None if args.verify == 'all' else int(args.verify)
     manifest = export_bundle(args.source, args.out, device=args.device, pick=args.pick, verify=verify,
                              sample_images=args.sample_images, progress=not args.quiet)
@@ -405,8 +405,8 @@ def cmd_export(args) -> int:
 
 def _export_tensorrt(out: Path, precisions: list[str]) -> int:
     """TensorRT engines next to the ONNX files, each checked against ONNX Runtime on the bundle's data."""
-    from nni_bigLittle.run_bundle import load_data
-    from nni_bigLittle.tensorrt_engines import TensorRTUnavailable, build_tensorrt_engines, verify_tensorrt
+    from nni_bigLittle.deploy.run_bundle import load_data
+    from nni_bigLittle.deploy.tensorrt import TensorRTUnavailable, build_tensorrt_engines, verify_tensorrt
     try:
         section = build_tensorrt_engines(out, precisions=precisions)
     except TensorRTUnavailable as err:
@@ -425,7 +425,7 @@ def _export_tensorrt(out: Path, precisions: list[str]) -> int:
 
 
 def cmd_bench(args) -> int:
-    from nni_bigLittle.bench import bench, format_bench, parse_baselines, write_bench
+    from nni_bigLittle.deploy.bench import bench, format_bench, parse_baselines, write_bench
     result = bench(args.bundle, data=args.data, baselines=parse_baselines(args.baseline), threads=args.threads,
                    batch_size=args.batch_size, images=args.images, rounds=args.rounds, warmup=args.warmup,
                    predictor=None if args.predictor == 'none' else args.predictor, memory=not args.no_memory,
@@ -439,15 +439,15 @@ def cmd_bench(args) -> int:
 
 def cmd_baselines(args) -> int:
     _set_threads(args.threads)
-    from nni_bigLittle.baselines import train_baselines
-    from nni_bigLittle.pipeline import load_config
+    from nni_bigLittle.app.baselines import train_baselines
+    from nni_bigLittle.app.pipeline import load_config
     train_baselines(load_config(args.config), args.run_dir, models=args.model, progress=not args.quiet,
                     base=Path(args.config).parent)
     return 0
 
 
 def cmd_report(args) -> int:
-    from nni_bigLittle.report import collect_report, render_report
+    from nni_bigLittle.app.report import collect_report, render_report
     if args.collect:
         _set_threads(args.threads)
         if len(args.runs) != 1:
@@ -559,7 +559,7 @@ def _add_training_commands(sub) -> None:
 
     p = sub.add_parser('cotrain', help='co-train a big/little supernet (sandwich or progressive shrinking); '
                                        're-run the same command to resume')
-    p.add_argument('config', help='training config YAML (see nni_bigLittle.pipeline)')
+    p.add_argument('config', help='training config YAML (see nni_bigLittle.app.pipeline)')
     p.add_argument('--run-dir', required=True, help='run folder (created, or resumed when it holds this config)')
     p.add_argument('--threads', type=int, help='torch threads (may differ between resumes)')
     p.add_argument('--set', action='append', metavar='KEY=VALUE', help='override a config key (YAML value; dotted for nested keys, e.g. '
@@ -616,16 +616,16 @@ def main(argv: Sequence[str] | None = None) -> int:
     if getattr(args, 'val_size', None) is not None and args.val_size >= 1:
         args.val_size = int(args.val_size)
     from nni_bigLittle.data import DataError
-    from nni_bigLittle.experiment import ExperimentCheckError
-    from nni_bigLittle.run_bundle import BundleError
-    from nni_bigLittle.runs import RunConfigMismatch
+    from nni_bigLittle.app.experiment import ExperimentCheckError
+    from nni_bigLittle.deploy.run_bundle import BundleError
+    from nni_bigLittle.app.runs import RunConfigMismatch
     try:
         return args.func(args)
     except (DataError, ValueError, FileNotFoundError, RunConfigMismatch, BundleError) as err:
         print(f'error: {err}', file=sys.stderr)
         return 2
     except RuntimeError as err:
-        export = sys.modules.get('nni_bigLittle.export')  # imported only by the commands that export (torch)
+        export = sys.modules.get('nni_bigLittle.deploy.export')  # imported only by the commands that export (torch)
         if export is not None and isinstance(err, export.ExportMismatch):
             print(f'error: the exported graphs disagree with PyTorch: {err}', file=sys.stderr)
             return 3

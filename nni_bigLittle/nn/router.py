@@ -22,7 +22,8 @@ import numpy as np
 import torch
 from torch import nn
 
-from nni_bigLittle.arch import ROUTER_POLICIES, RouterConfig
+from nni_bigLittle.nn.arch import ROUTER_POLICIES, RouterConfig
+from nni_bigLittle.errors import BigLittleError
 
 __all__ = [
     'router_confidence', 'router_logit', 'escalation_mask', 'build_router_mlp', 'Router',
@@ -72,7 +73,7 @@ def escalation_mask(confidence: torch.Tensor, threshold: float) -> torch.Tensor:
 
 
 class Router(nn.Module):
-    """The frozen router of a standalone :class:`~nni_bigLittle.model.BigLittleModel`."""
+    """The frozen router of a standalone :class:`~nni_bigLittle.nn.model.BigLittleModel`."""
 
     def __init__(self, cfg: RouterConfig):
         super().__init__()
@@ -99,7 +100,7 @@ class CalibrationResult:
     accuracy: float | None  # dynamic accuracy on the calibration set, when correctness was given
 
 
-class CalibrationError(ValueError):
+class CalibrationError(BigLittleError, ValueError):
     """The requested target cannot be met on the calibration data."""
 
 

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from nni_bigLittle.arch import ArchConfig, BlockConfig, ConvConfig, HeadConfig, RouterConfig, StageConfig
+from nni_bigLittle.nn.arch import ArchConfig, BlockConfig, ConvConfig, HeadConfig, RouterConfig, StageConfig
 
 __all__ = ['Cost', 'ArchCosts', 'arch_costs', 'conv_output_size']
 

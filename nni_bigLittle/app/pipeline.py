@@ -17,7 +17,7 @@ Training config keys (defaults in :data:`TRAIN_DEFAULTS`)::
     epochs: 16
     batch_size: 128
     optimizer: {learning_rate: 0.1, momentum: 0.9, weight_decay: 4.0e-5, nesterov: true, warmup_epochs: 1}
-    loss: {}                    # LossWeights fields (nni_bigLittle.losses)
+    loss: {}                    # LossWeights fields (nni_bigLittle.nn.losses)
     checkpoint_every: 50        # training steps between checkpoints (and at every epoch end)
     limit_train_batches: null   # cap batches per epoch (quick runs)
     seed: 0
@@ -33,7 +33,8 @@ from typing import Any, Mapping
 
 import yaml
 
-from nni_bigLittle.runs import RunFolder, environment
+from nni_bigLittle.app.runs import RunFolder, environment
+from nni_bigLittle.errors import ConfigError
 
 __all__ = ['TRAIN_DEFAULTS', 'STRATEGIES', 'resolve_train_config', 'load_config', 'set_dotted', 'train_supernet',
            'ConfigError']
@@ -46,10 +47,6 @@ TRAIN_DEFAULTS: dict[str, Any] = {
     'loss': {}, 'checkpoint_every': 50, 'limit_train_batches': None, 'seed': 0, 'threads': None,
 }
 STRATEGIES = ('sandwich', 'progressive')
-
-
-class ConfigError(ValueError):
-    """A config that cannot run; the message names the key and what is allowed."""
 
 
 def load_config(path: str | os.PathLike) -> dict[str, Any]:
@@ -68,7 +65,7 @@ def load_config(path: str | os.PathLike) -> dict[str, Any]:
 def resolve_train_config(config: Mapping[str, Any]) -> dict[str, Any]:
     """Fill defaults and check every key and value (nothing is loaded or trained)."""
     from nni_bigLittle.data import AUGMENTATIONS, available_datasets
-    from nni_bigLittle.losses import LossWeights
+    from nni_bigLittle.nn.losses import LossWeights
     unknown = sorted(set(config) - set(TRAIN_DEFAULTS))
     if unknown:
         raise ConfigError(f'Unknown training config key(s) {unknown}; valid keys: {sorted(TRAIN_DEFAULTS)}.')
@@ -361,10 +358,10 @@ def evaluate_stage(run_dir: str | os.PathLike, count: int = 3) -> dict[str, Any]
     accuracy at the calibrated threshold, escalation rate, expected MACs, predicted latency) next to
     the largest and smallest static subnets; writes ``<run>/results/front_models.{csv,md}``."""
     import json
-    from nni_bigLittle.costs import arch_costs
+    from nni_bigLittle.nn.costs import arch_costs
     from nni_bigLittle.evaluation import collect_outputs, operating_point
     from nni_bigLittle.hw_predictors.nni_bridge import BigLittleCostProfiler
-    from nni_bigLittle.model import recalibrate_batchnorm
+    from nni_bigLittle.nn.model import recalibrate_batchnorm
     from nni_bigLittle.strategies.evolution import build_model
     run = RunFolder(run_dir)
     supernet = _trained_supernet(run)
@@ -412,7 +409,7 @@ def evaluate_stage(run_dir: str | os.PathLike, count: int = 3) -> dict[str, Any]
 
 def _static_costs(spec, sample, profilers) -> dict[str, float]:
     """A static big network: the big path alone, no router, no little network."""
-    from nni_bigLittle.costs import arch_costs
+    from nni_bigLittle.nn.costs import arch_costs
     out = {'expected_mmacs': arch_costs(spec.decode(sample)).big_macs / 1e6}
     for d, prof in profilers.items():
         out[f'latency_ms_{d}'] = prof.breakdown(sample)['big']
@@ -530,7 +527,7 @@ def load_exported(path: str | os.PathLike, with_payload: bool = False):
     """The ``BigLittleModel`` of a file written by :func:`export_stage` (eval mode, threshold set); with
     ``with_payload``, ``(model, payload)`` where the payload holds ``spec``, ``sample`` and the front ``record``."""
     import torch
-    from nni_bigLittle.model import BigLittleModel
+    from nni_bigLittle.nn.model import BigLittleModel
     from nni_bigLittle.search_spaces.spec import SpaceSpec
     try:
         payload = torch.load(path, map_location='cpu', weights_only=False)
@@ -579,7 +576,7 @@ def export_bundle(source: str | os.PathLike, out: str | os.PathLike, *, device: 
     import torch
     from torch.utils.data import DataLoader, Subset
     from nni_bigLittle.data import ArrayDataset
-    from nni_bigLittle.export import write_bundle
+    from nni_bigLittle.deploy.export import write_bundle
     if pick not in BUNDLE_PICKS:
         raise ValueError(f'pick must be one of {BUNDLE_PICKS}, got {pick!r}.')
     source = Path(source)
@@ -633,7 +630,7 @@ def deploy_stage(run_dir: str | os.PathLike, pick: str = 'accurate', verify: int
     machine (ONNX Runtime, 1 thread), ``<run>/results/bench_<device>.{md,json}``. Done bundles and benchmarks
     are kept on a re-run."""
     import json
-    from nni_bigLittle.bench import bench, format_bench, write_bench
+    from nni_bigLittle.deploy.bench import bench, format_bench, write_bench
     run = RunFolder(run_dir)
     devices = sorted(p.parent.name for p in (run.path / 'search').glob('*/front.json'))
     if not devices:
@@ -664,7 +661,7 @@ def resolve_pipeline_config(config: Mapping[str, Any]) -> dict[str, Any]:
         raise ConfigError(f'Unknown pipeline key(s) {unknown}; valid keys: {list(PIPELINE_KEYS)} '
                           '(train holds the co-training config).')
     if not isinstance(config.get('train'), Mapping):
-        raise ConfigError('The pipeline needs a train: mapping (the co-training config, see nni_bigLittle.pipeline).')
+        raise ConfigError('The pipeline needs a train: mapping (the co-training config, see nni_bigLittle.app.pipeline).')
     if not config.get('run_dir'):
         raise ConfigError('The pipeline needs run_dir: the folder of the run (resumed when it exists).')
     search = dict(config.get('search') or {})
@@ -673,7 +670,7 @@ def resolve_pipeline_config(config: Mapping[str, Any]) -> dict[str, Any]:
         raise ConfigError(f'Unknown search option(s) {bad}; valid: {sorted(SEARCH_DEFAULTS)}.')
     search = {**SEARCH_DEFAULTS, **search}
     for device in search['devices']:
-        from nni_bigLittle.evaluation import _profiler
+        from nni_bigLittle.evaluation.pairs import _profiler
         try:
             _profiler(device, search['metric'] if search['metric'] != 'macs' else 'latency')
         except (KeyError, ValueError) as err:

@@ -1,6 +1,6 @@
 """TensorRT engines of an exported big/little pair, and the input-adaptive runtime over them.
 
-Works on a folder written by :func:`nni_bigLittle.export.export_onnx` (``little.onnx``, ``big_tail.onnx``,
+Works on a folder written by :func:`nni_bigLittle.deploy.export.export_onnx` (``little.onnx``, ``big_tail.onnx``,
 ``manifest.json``):
 
 - :func:`tensorrt_unavailable_reason` — ``None`` when the ``tensorrt`` package imports and a CUDA GPU is
@@ -18,7 +18,7 @@ Works on a folder written by :func:`nni_bigLittle.export.export_onnx` (``little.
 - :func:`verify_tensorrt` — runs ONNX Runtime (CPU) on the same batches and compares: fp32 logits and
   confidences within ``atol``, escalation decisions and predictions equal away from the threshold;
   fp16 predictions agreeing on at least 99 % of the inputs. Raises
-  :class:`nni_bigLittle.export.ExportMismatch` on a failure.
+  :class:`nni_bigLittle.deploy.export.ExportMismatch` on a failure.
 
 Engines only load with the TensorRT version, and on the GPU model, that built them: build them on the
 target. The engine building and CUDA buffers are those of
@@ -42,7 +42,8 @@ import numpy as np
 from nni_bigLittle.hw_predictors import profilers
 from nni_bigLittle.hw_predictors.profilers import (ProfilerError, ProfilerUnavailable, TensorRTProfiler,
                                                     _PyCudaBuffers, _TorchCudaBuffers)
-from nni_bigLittle.run_bundle import escalation, read_manifest
+from nni_bigLittle.deploy.run_bundle import escalation, read_manifest
+from nni_bigLittle.errors import BigLittleError
 
 __all__ = ['tensorrt_unavailable_reason', 'TensorRTUnavailable', 'build_tensorrt_engines', 'TensorRTRuntime',
            'verify_tensorrt', 'PRECISIONS']
@@ -55,7 +56,7 @@ _INSTALL = ('install it with `pip install nni_bigLittle[tensorrt]` (x86-64 with 
             "use JetPack's python3-libnvinfer (`sudo apt install python3-libnvinfer`)")
 
 
-class TensorRTUnavailable(RuntimeError):
+class TensorRTUnavailable(BigLittleError, RuntimeError):
     """TensorRT or a CUDA GPU is missing here; the message (and ``reason``) says what and how to install it."""
 
     def __init__(self, reason: str):
@@ -458,9 +459,9 @@ def verify_tensorrt(folder: str | os.PathLike, precision: str, inputs: Iterable[
     other input (a row whose deciding logits have their top two within ``2 * atol`` — a tie the
     tolerance allows to flip — is counted in ``near_ties`` instead). fp16: the differences are reported
     (and checked only when ``atol`` is given), the predictions must agree on at least ``min_agreement``
-    of the inputs. Raises :class:`nni_bigLittle.export.ExportMismatch` naming the tensor and the
+    of the inputs. Raises :class:`nni_bigLittle.deploy.export.ExportMismatch` naming the tensor and the
     difference; returns the worst differences and agreement rates."""
-    from nni_bigLittle.export import ExportMismatch
+    from nni_bigLittle.deploy.export import ExportMismatch
     import onnxruntime as ort
     if precision not in PRECISIONS:
         raise ValueError(f'precision must be one of {PRECISIONS}, got {precision!r}.')

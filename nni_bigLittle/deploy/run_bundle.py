@@ -22,7 +22,7 @@ are raw pixels, NHWC or NCHW, and get the manifest's preprocessing, float arrays
 input) or an image folder (one subfolder per class, or loose files without labels; PNG, PPM/PGM and
 ``.npy`` are read with numpy alone, other formats need Pillow).
 
-Inside the package the same code is :class:`nni_bigLittle.export.BigLittleRuntime`; this file imports
+Inside the package the same code is :class:`nni_bigLittle.deploy.export.BigLittleRuntime`; this file imports
 nothing from the package, so the bundle runs where PyTorch and NNI are not installed.
 """
 from __future__ import annotations
@@ -45,7 +45,13 @@ IMAGE_SUFFIXES = ('.png', '.ppm', '.pgm', '.pnm', '.npy', '.jpg', '.jpeg', '.bmp
 NEVER = float('-inf')  # a threshold no confidence is below: the little network answers every input
 
 
-class BundleError(RuntimeError):
+# This script runs on devices without the package and imports nothing of it; loaded as part of the package
+# (whose ``__init__`` imports nni_bigLittle.errors), its errors also derive from the package's BigLittleError.
+_PACKAGE_BASE = ((sys.modules['nni_bigLittle.errors'].BigLittleError,)
+                 if __name__.startswith('nni_bigLittle.') and 'nni_bigLittle.errors' in sys.modules else ())
+
+
+class BundleError(*_PACKAGE_BASE, RuntimeError):
     """A bundle or its input data cannot be used; the message says what to do."""
 
 
@@ -53,7 +59,7 @@ def read_manifest(folder) -> dict:
     path = Path(folder) / 'manifest.json'
     if not path.is_file():
         raise FileNotFoundError(f'{Path(folder)} holds no manifest.json; write the bundle with '
-                                '`nni-biglittle export` (or nni_bigLittle.export.export_onnx).')
+                                '`nni-biglittle export` (or nni_bigLittle.deploy.export.export_onnx).')
     try:
         manifest = json.loads(path.read_text())
     except ValueError as err:

@@ -11,9 +11,9 @@ from typing import Any, NamedTuple
 import torch
 from torch import nn
 
-from nni_bigLittle.arch import ArchConfig
-from nni_bigLittle.ops import ClassifierHead, ConvBNAct, Stage
-from nni_bigLittle.router import Router, escalation_mask
+from nni_bigLittle.nn.arch import ArchConfig
+from nni_bigLittle.nn.ops import ClassifierHead, ConvBNAct, Stage
+from nni_bigLittle.nn.router import Router, escalation_mask
 
 __all__ = ['BigLittleOutput', 'BigLittleForward', 'LittleNetwork', 'BigLittleModel', 'recalibrate_batchnorm']
 

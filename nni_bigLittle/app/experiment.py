@@ -33,6 +33,7 @@ import time
 import urllib.request
 from pathlib import Path
 from typing import Any, Mapping
+from nni_bigLittle.errors import BigLittleError
 
 __all__ = ['ExperimentCheckError', 'check_experiment', 'launch_experiment', 'port_is_free']
 
@@ -40,7 +41,7 @@ TRIAL_CODES = ('evaluate', 'train', 'supernet')
 _TRIAL_MODULE = re.compile(r'^nni_bigLittle\.trial_code\.(\w+)$')
 
 
-class ExperimentCheckError(ValueError):
+class ExperimentCheckError(BigLittleError, ValueError):
     """An experiment config that would fail once started; the message says what to change."""
 
 
@@ -58,7 +59,7 @@ def port_is_free(port: int) -> bool:
 
 def _nni_config(path: Path):
     from nni.experiment.config import ExperimentConfig
-    from nni_bigLittle.pipeline import ConfigError, load_config
+    from nni_bigLittle.app.pipeline import ConfigError, load_config
     try:
         raw = load_config(path)
     except ConfigError as err:
@@ -150,13 +151,13 @@ def _check_trial(name: str, args: argparse.Namespace, code_dir: Path, search_spa
     from nni_bigLittle.data import DataError, load_dataset
     from nni_bigLittle.search_spaces.hpo import SearchSpaceError, check_search_space
     for device in [d.strip() for d in getattr(args, 'devices', '').split(',') if d.strip()]:
-        from nni_bigLittle.evaluation import _predictor
+        from nni_bigLittle.evaluation.pairs import _predictor
         try:
             _predictor(device, 'latency')
         except (KeyError, ValueError) as err:
             raise ExperimentCheckError(f'trialCommand --devices: {err}') from None
     if name == 'supernet':
-        from nni_bigLittle.pipeline import ConfigError, load_config, resolve_train_config, set_dotted
+        from nni_bigLittle.app.pipeline import ConfigError, load_config, resolve_train_config, set_dotted
         try:
             config = load_config(_in(code_dir, args.config))
             for key, entry in search_space.items():

@@ -1,0 +1,1 @@
+"""The training recipe shared by baselines, trials and fine-tuning."""
