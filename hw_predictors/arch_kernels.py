@@ -9,7 +9,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 
 from nni_bigLittle.nn.arch import ArchConfig, BlockConfig, ConvConfig, HeadConfig, RouterConfig, StageConfig
-from nni_bigLittle.nn.costs import conv_output_size
+from nni_bigLittle.nn.costs import conv_macs, conv_output_size, conv_params, linear_macs, linear_params
 from nni_bigLittle.hw_predictors.kernels import BYTES_PER_ELEMENT as _B, Kernel
 
 __all__ = ['ArchKernels', 'arch_kernels', 'block_kernel', 'stage_kernels', 'head_kernels', 'router_kernels',
@@ -23,8 +23,8 @@ def _conv(name: str, hw: int, cin: int, cout: int, k: int, stride: int, act: str
     depthwise = groups > 1 and groups == cin and cout % cin == 0
     return Kernel('dwconv-bn-act' if depthwise else 'conv-bn-act', name, hw=hw, cin=cin, cout=cout, kernel=k,
                   stride=stride, groups=groups, act=act, out_hw=out,
-                  flops=float(batch * out * out * cout * (cin // groups) * k * k),
-                  params=float(cout * (cin // groups) * k * k + (cout if bias else 0)),
+                  flops=float(conv_macs(out, out, cin, cout, k, groups, batch)),
+                  params=float(conv_params(cin, cout, k, groups, bias=bias)),
                   bytes_in=float(batch * cin * hw * hw * _B), bytes_out=float(batch * cout * out * out * _B),
                   batch=batch)
 
@@ -92,8 +92,8 @@ def head_kernels(head: HeadConfig, hw: int, name: str = 'head', batch: int = 1) 
                   flops=float(elems), bytes_in=float(elems * _B), bytes_out=float(batch * head.head_channels * _B),
                   batch=batch)
     fc = Kernel('fc', f'{name}.classifier', hw=1, cin=head.head_channels, cout=head.num_classes, out_hw=1,
-                flops=float(batch * head.head_channels * head.num_classes),
-                params=float(head.head_channels * head.num_classes + head.num_classes),
+                flops=float(linear_macs(head.head_channels, head.num_classes, batch)),
+                params=float(linear_params(head.head_channels, head.num_classes)),
                 bytes_in=float(batch * head.head_channels * _B), bytes_out=float(batch * head.num_classes * _B),
                 batch=batch)
     return [conv, pool, fc]
@@ -107,12 +107,12 @@ def router_kernels(router: RouterConfig, num_classes: int, batch: int = 1) -> li
     if router.policy != 'learned':
         return [softmax]
     hidden = Kernel('fc', 'router.fc1', hw=1, cin=router.in_features, cout=router.hidden, act='relu', out_hw=1,
-                    flops=float(batch * router.in_features * router.hidden),
-                    params=float(router.in_features * router.hidden + router.hidden),
+                    flops=float(linear_macs(router.in_features, router.hidden, batch)),
+                    params=float(linear_params(router.in_features, router.hidden)),
                     bytes_in=float(batch * router.in_features * _B), bytes_out=float(batch * router.hidden * _B),
                     batch=batch)
-    out = Kernel('fc', 'router.fc2', hw=1, cin=router.hidden, cout=1, out_hw=1, flops=float(batch * router.hidden),
-                 params=float(router.hidden + 1), bytes_in=float(batch * router.hidden * _B),
+    out = Kernel('fc', 'router.fc2', hw=1, cin=router.hidden, cout=1, out_hw=1,
+                 flops=float(linear_macs(router.hidden, 1, batch)), params=float(linear_params(router.hidden, 1)), bytes_in=float(batch * router.hidden * _B),
                  bytes_out=float(batch * _B), batch=batch)
     return [softmax, hidden, out]
 

@@ -23,6 +23,7 @@ import math
 from dataclasses import dataclass, field, replace
 from typing import Any, Iterable, Sequence
 from nni_bigLittle.errors import BigLittleError
+from nni_bigLittle.nn.costs import conv_macs, conv_params, linear_macs, linear_params
 
 __all__ = [
     'KERNEL_TYPES', 'FEATURE_NAMES', 'ACT_CODES', 'OpNode', 'Kernel', 'KernelDetectionError',
@@ -641,9 +642,9 @@ def _conv_kernel(n: OpNode, act: str, out_shape: tuple[int, ...], with_bn: bool 
     out_hw = _hw(out_shape)
     out_h = int(out_shape[2]) if len(out_shape) == 4 else 1
     out_w = int(out_shape[3]) if len(out_shape) == 4 else 1
-    flops = batch * out_h * out_w * cout * (cin // groups) * k * k
+    flops = conv_macs(out_h, out_w, cin, cout, k, groups, batch)
     # Deployment view: batch norm folds into the conv as a bias (what an ONNX export holds).
-    params = cout * (cin // groups) * k * k + (cout if a.get('bias') or with_bn else 0)
+    params = conv_params(cin, cout, k, groups, bias=bool(a.get('bias') or with_bn))
     depthwise = groups > 1 and groups == cin and cout % cin == 0
     return Kernel('dwconv-bn-act' if depthwise else 'conv-bn-act', n.name, hw=_hw(n.in_shape), cin=cin, cout=cout,
                   kernel=k, stride=a['stride'], groups=groups, act=act, out_hw=out_hw, flops=float(flops),
@@ -654,9 +655,9 @@ def _conv_kernel(n: OpNode, act: str, out_shape: tuple[int, ...], with_bn: bool 
 def _fc_kernel(n: OpNode, act: str) -> Kernel:
     a = n.attrs
     batch = _numel(n.in_shape[:-1]) if n.in_shape else 1
-    flops = batch * a['cin'] * a['cout']
+    flops = linear_macs(a['cin'], a['cout'], batch)
     return Kernel('fc', n.name, hw=1, cin=a['cin'], cout=a['cout'], act=act, out_hw=1, flops=float(flops),
-                  params=float(a['cin'] * a['cout'] + (a['cout'] if a.get('bias') else 0)),
+                  params=float(linear_params(a['cin'], a['cout'], bias=bool(a.get('bias')))),
                   bytes_in=float(_numel(n.in_shape) * BYTES_PER_ELEMENT),
                   bytes_out=float(_numel(n.out_shape) * BYTES_PER_ELEMENT), batch=max(batch, 1))
 

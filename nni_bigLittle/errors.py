@@ -11,7 +11,7 @@ they are loaded as part of the package (it is imported with ``nni_bigLittle`` it
 """
 from __future__ import annotations
 
-__all__ = ['BigLittleError', 'ConfigError', 'DataError', 'DataNotFoundError', 'DataFormatError']
+__all__ = ['BigLittleError', 'ConfigError', 'UnknownNameError', 'DataError', 'DataNotFoundError', 'DataFormatError']
 
 
 class BigLittleError(Exception):
@@ -20,6 +20,10 @@ class BigLittleError(Exception):
 
 class ConfigError(BigLittleError, ValueError):
     """A config that cannot run; the message names the key and what is allowed."""
+
+
+class UnknownNameError(BigLittleError, ValueError):
+    """A name that no registry entry has (dataset, baseline, strategy, device); the message lists the valid ones."""
 
 
 class DataError(BigLittleError):

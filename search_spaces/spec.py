@@ -14,6 +14,8 @@ the little network is a plain early exit on the fork features.
 """
 from __future__ import annotations
 
+import math
+
 import numbers
 import random as _random
 from dataclasses import dataclass
@@ -38,6 +40,12 @@ LITTLE_DEPTH_CHOICES = (0, 1, 2, 3, 4)
 KERNEL_CHOICES = (3, 5, 7)
 EXPAND_CHOICES = (1, 2, 4, 6)
 THRESHOLD_CHOICES = (0.1, 0.2, 0.3, 0.4, 0.5, 0.6, 0.7, 0.8, 0.9, 0.95, 0.99)
+
+
+def _is_threshold(value: Any) -> bool:
+    """A router threshold in [0, 1] (``tau >= 1`` escalates every input, ``tau <= 0`` none)."""
+    return (isinstance(value, numbers.Real) and not isinstance(value, bool) and math.isfinite(value)
+            and 0.0 <= value <= 1.0)
 
 
 class InvalidSampleError(BigLittleError, SampleValidationError):
@@ -157,6 +165,8 @@ class SpaceSpec:
                 return InvalidSampleError(f'Missing label {label!r}; allowed values: {list(allowed)}.',
                                           label=label, allowed=allowed)
             value = sample[label]
+            if label == 'router/threshold' and _is_threshold(value):
+                continue  # search draws from the grid; a threshold calibrated on data may lie anywhere in [0, 1]
             if isinstance(value, bool) or not any(_same(value, a) for a in allowed):
                 return InvalidSampleError(f'{label!r} = {value!r} is out of range; allowed values: {list(allowed)}.',
                                           label=label, allowed=allowed)

@@ -57,9 +57,11 @@ from nni.nas.oneshot.pytorch.strategy import RandomOneShot
 
 from nni_bigLittle.nn.losses import JointLoss, LossWeights, active_threshold
 from nni_bigLittle.nn.model import recalibrate_batchnorm
-from nni_bigLittle.nn.router import calibrate_threshold, dynamic_accuracy, escalation_mask
+from nni_bigLittle.nn.router import calibrate_threshold, dynamic_accuracy, escalation_mask, router_confidence
 from nni_bigLittle.search_spaces.spec import SpaceSpec
 from nni_bigLittle.search_spaces.spec import make_valid
+from nni_bigLittle.registry import Registry
+from nni_bigLittle.training.recipe import Recipe, configure_sgd
 
 __all__ = [
     'ResumableBatchSampler', 'ResumableLoader', 'CoTrainingModule', 'CoTrainingLightningModule',
@@ -207,10 +209,9 @@ class CoTrainingModule(LightningModule):
                  nesterov: bool = True, warmup_epochs: float = 1.0, loss: Mapping[str, Any] | None = None,
                  channels_last: bool = True):
         super().__init__()
-        if learning_rate <= 0:
-            raise ValueError(f'learning_rate must be > 0, got {learning_rate}.')
-        self.learning_rate, self.momentum, self.weight_decay = learning_rate, momentum, weight_decay
-        self.nesterov, self.warmup_epochs, self.channels_last = nesterov, warmup_epochs, channels_last
+        self.recipe = Recipe(learning_rate=learning_rate, momentum=momentum, weight_decay=weight_decay,
+                             nesterov=nesterov, warmup_epochs=warmup_epochs)
+        self.channels_last = channels_last
         self.loss_weights = LossWeights.from_dict(loss)
         self.joint_loss = JointLoss(self.loss_weights)
 
@@ -243,25 +244,13 @@ class CoTrainingModule(LightningModule):
         self.log_dict({'val/little_acc': little_ok.float().mean(), 'val/big_acc': big_ok.float().mean()})
 
     def configure_optimizers(self):
-        decay, no_decay = [], []
-        for p in self.model.parameters():
-            if p.requires_grad:
-                (decay if p.ndim > 1 else no_decay).append(p)
-        optimizer = torch.optim.SGD([{'params': decay, 'weight_decay': self.weight_decay},
-                                     {'params': no_decay, 'weight_decay': 0.0}],
-                                    lr=self.learning_rate, momentum=self.momentum, nesterov=self.nesterov)
-        total = max(1, int(self.trainer.estimated_stepping_batches))
-        per_epoch = max(1, total // max(1, self.trainer.max_epochs or 1))
-        warmup = min(total - 1, int(round(self.warmup_epochs * per_epoch)))
+        total = int(self.trainer.estimated_stepping_batches)
+        return configure_sgd(self.model.parameters(), self.recipe, total,
+                             max(1, total // max(1, self.trainer.max_epochs or 1)))
 
-        def factor(step: int) -> float:
-            if step < warmup:
-                return (step + 1) / (warmup + 1)
-            progress = (step - warmup) / max(1, total - warmup)
-            return 0.5 * (1.0 + math.cos(math.pi * min(1.0, progress)))
-
-        scheduler = torch.optim.lr_scheduler.LambdaLR(optimizer, factor)
-        return {'optimizer': optimizer, 'lr_scheduler': {'scheduler': scheduler, 'interval': 'step'}}
+    def configure_gradient_clipping(self, optimizer, gradient_clip_val=None, gradient_clip_algorithm=None):
+        if self.recipe.grad_clip is not None:
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.recipe.grad_clip)
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -347,7 +336,8 @@ class CoTrainingLightningModule(BaseOneShotLightningModule):
                 teacher = out.big_logits.detach()
             for key, value in parts.items():
                 self._sums[key] = self._sums.get(key, 0.0) + value / len(samples)
-        torch.nn.utils.clip_grad_norm_(self.model.parameters(), 5.0)
+        if self.training_module.recipe.grad_clip is not None:
+            torch.nn.utils.clip_grad_norm_(self.model.parameters(), self.training_module.recipe.grad_clip)
         self.training_module.optimizer_step(self.trainer.current_epoch, batch_idx, optimizer)
         self.advance_lr_schedulers(batch_idx)
         self._count += 1
@@ -382,7 +372,7 @@ class CoTrainingLightningModule(BaseOneShotLightningModule):
         with torch.no_grad():
             for name, model in self._probe_models.items():
                 out = model.forward_all(x)
-                conf = out.little_logits.softmax(1).max(1).values
+                conf = router_confidence('max_softmax', out.little_logits)  # probes: max-softmax for every pair
                 self._probe_outputs[name].append(((out.little_logits.argmax(1) == y).numpy(),
                                                   (out.big_logits.argmax(1) == y).numpy(), conf.numpy()))
 
@@ -574,6 +564,7 @@ class _CoTrainingStrategy(RandomOneShot):
 class SandwichCoTraining(_CoTrainingStrategy):
     """Sandwich-rule co-training (see the module docstring). ``num_random``: random pairs per batch
     besides the largest and the smallest (BigNAS uses 2)."""
+    OPTIONS = ('num_random',)  # what a config's strategy_options may set
 
     def __init__(self, num_random: int = 2, **kwargs: Any):
         super().__init__(**kwargs)
@@ -588,6 +579,7 @@ class ProgressiveShrinking(_CoTrainingStrategy):
     """Once-for-All progressive shrinking (see the module docstring). ``phase_epochs``: epochs of
     ``full, kernel, depth, expand, width, branches``; the Trainer's ``max_epochs`` should be their sum
     (later epochs stay in ``branches``)."""
+    OPTIONS = ('phase_epochs', 'samples_per_step')
 
     def __init__(self, phase_epochs: Sequence[int] = (2, 1, 1, 1, 1, 2), samples_per_step: int = 2, **kwargs: Any):
         super().__init__(**kwargs)
@@ -597,6 +589,12 @@ class ProgressiveShrinking(_CoTrainingStrategy):
         _check_module(training_module)
         return ProgressiveShrinkingLightningModule(training_module, self.phase_epochs, self.samples_per_step,
                                                    **self._module_kwargs)
+
+
+# the co-training strategies a config names (``strategy: sandwich``)
+COTRAINING_STRATEGIES: Registry[type[_CoTrainingStrategy]] = Registry('co-training strategy')
+COTRAINING_STRATEGIES.register('sandwich', SandwichCoTraining)
+COTRAINING_STRATEGIES.register('progressive', ProgressiveShrinking)
 
 
 def _check_module(training_module: LightningModule) -> None:

@@ -12,7 +12,7 @@ or, after ``nnictl algo register --meta experiments/algo_meta.yml``, as ``tuner:
 The search space is the one ``nni-biglittle space export`` writes (every label a ``choice``; narrower
 value lists narrow the search; extra ``choice`` hyper-parameters such as ``learning_rate`` are
 evolved with the architecture). The algorithm is a steady-state NSGA-II
-(:meth:`~nni_bigLittle.strategies.evolution.NSGA2.propose`): random valid pairs until
+(:meth:`~nni_bigLittle.strategies.nsga2.NSGA2.propose`): random valid pairs until
 ``population_size`` trials are evaluated or running, then children of the current population by
 binary tournament on (non-domination rank, crowding distance), uniform crossover and mutation; every
 result updates the population at once, so trials never wait for a generation to finish.
@@ -27,8 +27,8 @@ Objectives are keys of the trials' dict metrics (default: maximise ``accuracy``,
 - on the reported metrics, Deb's constrained domination ranks feasible trials before infeasible
   ones, and infeasible ones by their relative violation.
 
-With ``NNI_CHECKPOINT_DIRECTORY`` set (inside an experiment), the current Pareto front is written to
-``biglittle_front.json`` there after every result.
+With ``NNI_CHECKPOINT_DIRECTORY`` set (inside an experiment), the current Pareto front is written there after
+every result (:data:`nni_bigLittle.evaluation.front.TUNER_FRONT_FILE`).
 """
 from __future__ import annotations
 
@@ -36,7 +36,6 @@ import json
 import logging
 import math
 import os
-from pathlib import Path
 from typing import Any, Mapping, Sequence
 
 from nni.tuner import Tuner
@@ -96,7 +95,8 @@ class BigLittleEvolution(Tuner):
     def update_search_space(self, search_space: Mapping[str, Any]) -> None:
         from nni_bigLittle.search_spaces.hpo import check_search_space
         from nni_bigLittle.search_spaces.presets import get_preset
-        from nni_bigLittle.strategies.evolution import NSGA2, space_repair
+        from nni_bigLittle.strategies.evolution import space_repair
+        from nni_bigLittle.strategies.nsga2 import NSGA2
         self.spec = get_preset(**self.space_args)
         for key in self.constraints:
             self._predict_cost(key, None)  # an unknown device fails here, before any trial
@@ -120,7 +120,7 @@ class BigLittleEvolution(Tuner):
                      self.constraints)
 
     def generate_parameters(self, parameter_id: int, **kwargs) -> dict[str, Any]:
-        from nni_bigLittle.strategies.evolution import sample_key
+        from nni_bigLittle.strategies.nsga2 import sample_key
         nsga = self._engine()
         taken = {sample_key(g) for g in self.pending.values()}
         best, best_violation = None, math.inf
@@ -228,12 +228,10 @@ class BigLittleEvolution(Tuner):
         folder = os.environ.get('NNI_CHECKPOINT_DIRECTORY')
         if not folder:
             return
+        from nni_bigLittle.evaluation.front import TUNER_FRONT_FILE, write_front
         front = [{'parameters': r.sample, 'metrics': r.metrics} for r in self._engine().front()]
-        path = Path(folder) / 'biglittle_front.json'
-        tmp = path.with_suffix('.tmp')
-        tmp.write_text(json.dumps({'objectives': self.objectives, 'constraints': self.constraints,
-                                   'evaluated': len(self._engine().history), 'front': front}, indent=1))
-        os.replace(tmp, path)
+        write_front(folder, {'objectives': self.objectives, 'constraints': self.constraints,
+                             'evaluated': len(self._engine().history), 'front': front}, name=TUNER_FRONT_FILE)
 
 
 def _same(a: Any, b: Any) -> bool:

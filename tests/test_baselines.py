@@ -1,4 +1,5 @@
 """Baselines (timm networks adapted to 32x32, BranchyNet exits) trained with a co-training recipe, on digits."""
+import csv
 import json
 
 import numpy as np
@@ -9,7 +10,7 @@ import yaml
 from nni_bigLittle.app.baselines import EarlyExitNetwork, create_baseline, resolve_baseline_config
 from nni_bigLittle.app.cli import main
 
-from test_cotraining import _digits_config
+from helpers import digits_config
 
 
 def test_static_baselines_keep_32x32_at_the_stem():
@@ -40,7 +41,7 @@ def test_branchynet_exits_and_their_segments_compute_the_same_logits():
 
 
 def _config(tmp_path, **recipe):
-    (tmp_path / 'recipe.yaml').write_text(yaml.safe_dump(_digits_config(epochs=1, **recipe)))
+    (tmp_path / 'recipe.yaml').write_text(yaml.safe_dump(digits_config(epochs=1, **recipe)))
     config = {'recipe': 'recipe.yaml', 'models': ['mobilenetv3_small', 'branchynet_mobilenetv3_large'],
               'exit_stages': [1, 3]}
     (tmp_path / 'baselines.yaml').write_text(yaml.safe_dump(config))
@@ -58,7 +59,11 @@ def test_baselines_train_with_the_recipe_and_store_every_exit(tmp_path, capsys):
         folder = run / 'baselines' / name
         status = json.loads((folder / 'status.json').read_text())
         assert status['heads'] == heads and status['epochs'] == 1 and status['params'] > 1e5
-        assert torch.load(folder / 'checkpoint.pt', weights_only=False)['epoch'] == 1
+        checkpoint = torch.load(folder / 'train' / 'last.ckpt', weights_only=True)  # Lightning's, plain data
+        assert checkpoint['epoch'] == 0 and checkpoint['global_step'] > 0 and checkpoint['biglittle_wall_s'] > 0
+        with open(folder / 'train' / 'metrics.csv') as f:  # per-epoch training loss and validation accuracy
+            rows = list(csv.DictReader(f))
+        assert any(r['train_loss'] for r in rows) and 0 <= max(float(r['val_acc'] or 0) for r in rows) <= 1
         with np.load(folder / 'outputs.npz') as out:
             assert len(out['test_labels']) == 359 and len(out['val_labels']) == 300
             for k in range(heads):

@@ -11,10 +11,10 @@ import pytest
 
 from nni_bigLittle.hw_predictors.arch_kernels import arch_kernels, block_kernel
 from nni_bigLittle.hw_predictors.builder import (
-    PROFILED_TYPES, BuildConfig, BuildError, KernelConfig, MeasurementCache, _fit_calibration,
-    _fit_network_calibration, boundary_elements,
+    PROFILED_TYPES, BuildConfig, BuildError, KernelConfig, MeasurementCache, boundary_elements,
     build_local_predictor, network_specs, network_term_ms, perturb, predict_latency_ms, prior_configs, weight_mb,
 )
+from nni_bigLittle.hw_predictors.builder.fitting import _fit_calibration, _fit_network_calibration
 from nni_bigLittle.hw_predictors.kernels import detect_kernels
 from nni_bigLittle.hw_predictors.predictor import KernelLatencyPredictor
 from nni_bigLittle.search_spaces.presets import get_preset

@@ -14,14 +14,14 @@ import torch
 from nni_bigLittle.deploy import run_bundle
 from nni_bigLittle.app.cli import main
 
-from test_pipeline_stages import _pipeline
+from helpers import pipeline_config
 
 
 @pytest.fixture(scope='module')
 def exported(tmp_path_factory):
     """A digits run (train -> search -> export stage) and the bundle of its most accurate Pi 4 model."""
     folder = tmp_path_factory.mktemp('bundle')
-    assert main(['run', _pipeline(folder), '--quiet']) == 0
+    assert main(['run', pipeline_config(folder), '--quiet']) == 0
     bundle = folder / 'bundle'
     assert main(['export', str(folder / 'run'), '--out', str(bundle), '--device', 'raspberry_pi_4', '--verify', 'all',
                  '--sample-images', '64', '--quiet']) == 0
@@ -30,7 +30,7 @@ def exported(tmp_path_factory):
 
 def _test_split(run):
     import yaml
-    from nni_bigLittle.app.pipeline import load_training_data
+    from nni_bigLittle.app.stages.inputs import load_training_data
     cfg = yaml.safe_load((run / 'config.yaml').read_text())
     return load_training_data({**cfg, 'augment': 'none'})
 
@@ -53,8 +53,28 @@ def test_export_writes_a_bundle_verified_on_the_whole_test_split(exported, capsy
     assert (bundle / 'run_bundle.py').read_text() == open(run_bundle.__file__).read()
 
 
+def test_the_bundle_runs_the_operating_point_the_front_lists(exported):
+    """One currency: the manifest carries the searched front's operating point unchanged (the exact calibrated
+    threshold, not a rounded copy), and the bundle escalates as many validation images as the front says."""
+    from nni_bigLittle.app.runs import RunFolder
+    from nni_bigLittle.nn.operating_point import OperatingPoint
+    run, bundle = exported
+    manifest = json.loads((bundle / 'manifest.json').read_text())
+    source = manifest['source']['front_record']
+    front = RunFolder(run).front('raspberry_pi_4')['front']
+    entry = next(e for e in front if e['index'] == source['index'] and e['generation'] == source['generation'])
+    assert manifest['operating_point'] == entry['operating_point']
+    point = OperatingPoint.from_dict(manifest['operating_point'])
+    assert point.router.threshold == entry['threshold'] == manifest['router']['threshold']
+    assert point.router.calibrated_on == 'validation' and point.router.target_escalation == entry['target_escalation']
+    assert manifest['sample'] == entry['sample'] == point.flat_sample
+    val = torch.stack([x for x, _ in _test_split(run).val]).numpy()
+    _, escalated = run_bundle.BigLittleRuntime(bundle, threads=1).predict(val)
+    assert float(escalated.mean()) == pytest.approx(entry['escalation_rate'], abs=1e-12)
+
+
 def test_run_bundle_preprocesses_as_training_and_agrees_with_pytorch(exported, tmp_path):
-    from nni_bigLittle.app.pipeline import load_exported
+    from nni_bigLittle.app.stages.export import load_exported
     run, bundle = exported
     manifest = run_bundle.read_manifest(bundle)
     x, labels = run_bundle.load_data(bundle / 'data.npz', manifest)

@@ -20,52 +20,11 @@ from nni_bigLittle.evaluation import (
 )
 from nni_bigLittle.nn.router import CalibrationError, Router
 
-TINY = dict(preset='cifar', num_classes=10, width_choices=(0.5, 1.0), depth_choices=(1, 2),
-            little_depth_choices=(0, 1, 2), kernel_choices=(3, 5), expand_choices=(2, 4))
-
+from helpers import TINY, digits_batches, trained_tiny_supernet
 
 @pytest.fixture(autouse=True)
 def _one_thread():
     torch.set_num_threads(1)  # a long CPU job shares this machine
-
-
-@functools.lru_cache(maxsize=1)
-def trained_tiny_supernet(steps: int = 12):
-    """A tiny BigLittleSpace trained a few sandwich steps on digits (shared by the evaluation and evolution tests;
-    callers must not modify it)."""
-    from nni_bigLittle.data import load_dataset, make_loaders
-    from nni_bigLittle.nn.losses import JointLoss
-    from nni_bigLittle.search_spaces import BigLittleSpace
-    torch.set_num_threads(1)
-    with torch.random.fork_rng(devices=[]):
-        torch.manual_seed(0)
-        space = BigLittleSpace(**TINY)
-        splits = load_dataset('digits', augment='none')
-        train, _, _ = make_loaders(splits, batch_size=32, seed=0)
-        optimizer = torch.optim.SGD(space.parameters(), lr=0.05, momentum=0.9)
-        loss_fn, rng = JointLoss(), random.Random(0)
-        space.train()
-        for step, (x, y) in enumerate(train):
-            if step == steps:
-                break
-            for sample in (space.largest(), space.random(random_state=rng)):
-                space.activate(sample)
-                loss, _ = loss_fn(space.forward_all(x), y, router=space.router)
-                optimizer.zero_grad()
-                loss.backward()
-                optimizer.step()
-    return space.eval()
-
-
-@functools.lru_cache(maxsize=1)
-def digits_batches(batch_size: int = 48, calib: int = 3):
-    """(calibration inputs, validation loader) on digits: fixed, unshuffled, no augmentation."""
-    from nni_bigLittle.data import load_dataset
-    splits = load_dataset('digits', augment='none')
-    loader = torch.utils.data.DataLoader(splits.train, batch_size=batch_size, shuffle=False)
-    calib_batches = [x for x, _ in list(loader)[:calib]]
-    val = torch.utils.data.DataLoader(splits.val, batch_size=batch_size, shuffle=False)
-    return calib_batches, val
 
 
 def _hand_outputs():

@@ -15,7 +15,7 @@ from nni_bigLittle.strategies.evolution import (
     ESCALATION_LABEL, NSGA2, MultiObjectiveEvolution, SubnetCache, build_model, crowding_distance,
     non_dominated_sort, nsga2, sample_key, search_supernet, space_repair,
 )
-from test_evaluation import TINY, digits_batches, trained_tiny_supernet
+from helpers import TINY, digits_batches, trained_tiny_supernet
 
 
 @pytest.fixture(autouse=True)

@@ -1,6 +1,8 @@
 """The nnictl front door with the real NNI manager on loopback: the quickstart experiment, the web UI in a
 headless browser, `nnictl algo register` of our tuner, and bad configs refused before anything starts.
 
+The experiments that run trials (minutes) are marked slow: `.ci/run` runs them after the default suite.
+
 Each test runs nnictl with HOME and NNI_CONFIG_DIR inside its tmp folder, so the experiment registry,
 the experiments' folders and algorithm registrations never touch the user's."""
 import os
@@ -27,6 +29,7 @@ def nni_env(tmp_path):
     return nctl.isolated_env(tmp_path)
 
 
+@pytest.mark.slow  # a real NNI manager and trials: .ci/run runs these after the default suite
 def test_quickstart_experiment_reaches_done_and_the_web_ui_shows_our_metrics(tmp_path, nni_env):
     port = nctl.free_port()
     exp_id = nctl.create_experiment(EXPERIMENTS / 'quickstart.yaml', port, env=nni_env)
@@ -71,6 +74,7 @@ def _small_experiment(tmp_path, tuner: dict, trials: int = 2) -> str:
     return str(path)
 
 
+@pytest.mark.slow  # a real NNI manager and trials: .ci/run runs these after the default suite
 def test_registered_tuner_runs_by_name_and_unregisters(tmp_path, nni_env, capsys, monkeypatch):
     class_args = {'preset': 'cifar', 'population_size': 2}
     nctl.register_algo(EXPERIMENTS / 'algo_meta.yml', env=nni_env)
@@ -146,13 +150,14 @@ def test_bad_configs_fail_before_anything_starts(tmp_path, capsys, monkeypatch):
     assert nctl.manager_processes(exp_id, port) == []
 
 
+@pytest.mark.slow  # a real NNI manager and trials: .ci/run runs these after the default suite
 def test_supernet_trial_sends_per_epoch_results_to_the_manager(tmp_path, nni_env):
     """The co-training run inside the trial swaps NNI's trial channel while it trains; the per-epoch
     results must still reach the manager (the web UI's curves)."""
     import json
     import urllib.request
-    from test_cotraining import _digits_config
-    (tmp_path / 'train.yaml').write_text(yaml.safe_dump(_digits_config(epochs=2, limit_train_batches=4)))
+    from helpers import digits_config
+    (tmp_path / 'train.yaml').write_text(yaml.safe_dump(digits_config(epochs=2, limit_train_batches=4)))
     (tmp_path / 'space.json').write_text('{"optimizer.learning_rate": {"_type": "choice", "_value": [0.05, 0.1]}}')
     (tmp_path / 'exp.yaml').write_text(yaml.safe_dump({
         'searchSpaceFile': 'space.json', 'trialCodeDirectory': '.', 'trialConcurrency': 1, 'maxTrialNumber': 1,

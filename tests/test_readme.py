@@ -1,9 +1,30 @@
-"""The README's Python example runs as written."""
+"""Every Python snippet of the README runs as a user would copy it (a fresh interpreter, an empty folder), and the
+main ones compute what the README says."""
 import re
+import subprocess
+import sys
+
+import pytest
 
 from conftest import REPO
 
+README = REPO / 'README.md'
+SNIPPETS = re.findall(r'^```python\n(.*?)^```', README.read_text(), flags=re.MULTILINE | re.DOTALL)
 
+
+def test_the_readme_has_python_snippets():
+    assert len(SNIPPETS) >= 4
+
+
+@pytest.mark.parametrize('index', range(len(SNIPPETS)), ids=lambda i: f'snippet{i + 1}')
+def test_readme_snippet_runs_as_copied(index, tmp_path):
+    script = tmp_path / 'snippet.py'
+    script.write_text(SNIPPETS[index])
+    done = subprocess.run([sys.executable, str(script)], cwd=tmp_path, capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, f'README snippet {index + 1} failed:\n{SNIPPETS[index]}\n{done.stderr[-3000:]}'
+
+
+# what the snippets compute, checked in this interpreter
 def test_readme_python_example_runs():
     text = (REPO / 'README.md').read_text()
     blocks = re.findall(r'```python\n(.*?)```', text, flags=re.S)

@@ -9,17 +9,17 @@ import yaml
 from nni_bigLittle.app.cli import main
 from nni_bigLittle.app.report import Part, PartCoster, _exit_index, expected_costs, top_k
 
-from test_cotraining import _digits_config
+from helpers import digits_config
 
 
 @pytest.fixture(scope='module')
 def runs(tmp_path_factory):
     folder = tmp_path_factory.mktemp('report')
-    (folder / 'recipe.yaml').write_text(yaml.safe_dump(_digits_config(epochs=2, limit_train_batches=8)))
+    (folder / 'recipe.yaml').write_text(yaml.safe_dump(digits_config(epochs=2, limit_train_batches=8)))
     assert main(['cotrain', str(folder / 'recipe.yaml'), '--run-dir', str(folder / 'run'), '--quiet']) == 0
     assert main(['search', str(folder / 'run'), '--device', 'raspberry_pi_4', '--population', '6',
                  '--generations', '1', '--quiet']) == 0
-    (folder / 'recipe_small.yaml').write_text(yaml.safe_dump(_digits_config(epochs=1, train_subset=256)))
+    (folder / 'recipe_small.yaml').write_text(yaml.safe_dump(digits_config(epochs=1, train_subset=256)))
     (folder / 'baselines.yaml').write_text(yaml.safe_dump(
         {'recipe': 'recipe_small.yaml', 'models': ['mobilenetv3_small', 'mobilenetv3_large',
                                                    'branchynet_mobilenetv3_large', 'efficientnet_b0'],

@@ -9,7 +9,7 @@ from nni_bigLittle.nn.costs import arch_costs
 from nni_bigLittle.evaluation.pairs import _profiler
 from nni_bigLittle.search_spaces.hpo import nni_search_space
 from nni_bigLittle.search_spaces.presets import get_preset
-from nni_bigLittle.strategies.evolution import _dominates
+from nni_bigLittle.strategies.nsga2 import _dominates
 from nni_bigLittle.strategies.tuner import BigLittleEvolution
 
 SPEC = get_preset('cifar')

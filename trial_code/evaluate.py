@@ -24,10 +24,11 @@ from nni_bigLittle.trial_code import common
 
 def supernet_file(path: str) -> Path:
     """``supernet.pt`` of a run folder, or the file itself."""
+    from nni_bigLittle.app.runs import RunFolder
     given = Path(path)
     if given.is_dir():
-        if (given / 'supernet.pt').is_file():
-            return given / 'supernet.pt'
+        if RunFolder(given).supernet_path.is_file():
+            return RunFolder(given).supernet_path
         raise common.TrialError(f'{given} holds no supernet.pt; finish its co-training first '
                                 f'(`nni-biglittle cotrain CONFIG --run-dir {given}`).')
     if not given.is_file():

@@ -2,7 +2,7 @@
 
     python -m nni_bigLittle.trial_code.supernet --config experiments/cifar10_sandwich.yaml
 
-The trial's parameters override keys of the training config (``nni_bigLittle.app.pipeline``), dotted
+The trial's parameters override keys of the training config (``nni_bigLittle.app.config``), dotted
 for nested keys: ``optimizer.learning_rate``, ``loss.gamma``, ``strategy_options.num_random``,
 ``batch_size``, ... (an HPO search over the co-training recipe). After every epoch an intermediate
 result reports the largest pair's validation numbers, so the web UI draws the curves:
@@ -55,7 +55,8 @@ def main(argv: Sequence[str] | None = None) -> int:
     args.seed = 0
     common.setup(args)
     from nni_bigLittle.evaluation import evaluate_pair, load_supernet
-    from nni_bigLittle.app.pipeline import load_config, resolve_train_config, set_dotted, train_supernet
+    from nni_bigLittle.app.config import load_config, resolve_train_config, set_dotted
+    from nni_bigLittle.app.stages.train import train_supernet
     from nni_bigLittle.app.runs import RunFolder
     config = load_config(args.config)
     for item in args.set or []:
@@ -77,7 +78,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         run_dir = Path('runs') / 'supernet_trial'
     train_supernet(cfg, run_dir, progress=not args.quiet,
                    on_epoch=lambda row: common.report_intermediate(epoch_metrics(row)))
-    supernet_path = run_dir / 'supernet.pt'
+    supernet_path = RunFolder(run_dir).supernet_path
     supernet = load_supernet(supernet_path)
     devices = tuple(d.strip() for d in args.devices.split(',') if d.strip())
     val_size = cfg['val_size']

@@ -16,9 +16,13 @@ import os
 import time
 from typing import Any, Mapping
 
-from nni_bigLittle.app.pipeline import (ConfigError, _build_space, _run_data, _train_standalone, _trained_supernet,
-                                    _write_table, front_record, load_training_data, train_supernet)
+from nni_bigLittle.app.config import ConfigError
+from nni_bigLittle.app.stages.evaluate import write_table
+from nni_bigLittle.app.stages.inputs import build_space, load_training_data, run_data, trained_supernet
+from nni_bigLittle.app.stages.search import front_record
+from nni_bigLittle.app.stages.train import train_supernet
 from nni_bigLittle.app.runs import RunFolder, environment
+from nni_bigLittle.training import Recipe, fit
 
 __all__ = ['ablation_stage', 'routing_ablation_stage', 'dimension_ablation_stage', 'strategy_ablation_stage',
            'progressive_phases']
@@ -50,8 +54,8 @@ def ablation_stage(run_dir: str | os.PathLike, device: str = 'raspberry_pi_4', p
     from nni_bigLittle.strategies.evolution import build_model
     run = RunFolder(run_dir)
     record = front_record(run, device, pick)
-    supernet = _trained_supernet(run)
-    cfg, calibration, val_loader, test_loader = _run_data(run)
+    supernet = trained_supernet(run)
+    cfg, calibration, val_loader, test_loader = run_data(run)
     spec = supernet.spec
     suffix = '' if pick == 'middle' else f'_{pick}'
     sample = {**record['sample'], 'router/policy': 'max_softmax'}
@@ -64,8 +68,9 @@ def ablation_stage(run_dir: str | os.PathLike, device: str = 'raspberry_pi_4', p
     times = {}
     for name, net in (('little', little_net.little_path()), ('big', big_net.big_path())):
         loader = ResumableLoader(splits.train, cfg['batch_size'], seed=cfg['seed'])
-        times[name] = _train_standalone(net, loader, cfg['epochs'], cfg['optimizer'], folder / f'{name}.pt',
-                                        f'independent {name}', progress)
+        print(f'[ablation] training the independent {name} network', flush=True)
+        times[name] = fit(net, loader, epochs=cfg['epochs'], recipe=Recipe.from_dict(cfg['optimizer']),
+                          folder=folder / name, progress=progress).wall_s
 
     def outputs(loader) -> PairOutputs:
         little, big, ys = [], [], []
@@ -84,7 +89,7 @@ def ablation_stage(run_dir: str | os.PathLike, device: str = 'raspberry_pi_4', p
     ind_val = operating_point(outputs(val_loader), 'max_softmax', target_escalation=co_val.escalation_rate)
     ind_test = operating_point(outputs(test_loader), 'max_softmax', threshold=ind_val.threshold)
     costs = arch_costs(spec.decode(sample))
-    devices = sorted(p.parent.name for p in (run.path / 'search').glob('*/front.json'))
+    devices = run.searched_devices()
     parts = {d: BigLittleCostProfiler(spec, d, build_expression=False).breakdown(sample) for d in devices}
     rows = []
     for label, point, tail_macs, tail_key in (('co-trained pair (shared trunk, feature reuse)', co_test,
@@ -100,9 +105,9 @@ def ablation_stage(run_dir: str | os.PathLike, device: str = 'raspberry_pi_4', p
     rows[1]['train_wall_s'] = round(times['little'] + times['big'], 1)
     # the supernet's training time: its epochs' times (they count across resumes)
     rows[0]['train_wall_s'] = round(sum(float(r.get('epoch_time_s') or 0) for r in run.read_metrics()), 1)
-    out = run.path / 'results'
+    out = run.results_dir
     out.mkdir(exist_ok=True)
-    _write_table(rows, out / f'ablation_cotraining{suffix}')
+    write_table(rows, out / f'ablation_cotraining{suffix}')
     (out / f'ablation_cotraining{suffix}_pair.json').write_text(json.dumps({'device_front': device, 'pick': pick,
                                                                            'sample': sample}, indent=1))
     run.update_status(**{f'ablation{suffix}': {'done': True, 'environment': environment()}})
@@ -159,8 +164,8 @@ def dimension_ablation_stage(run_dir: str | os.PathLike, device: str = 'raspberr
     import numpy as np
     from nni_bigLittle.strategies.evolution import SubnetCache, search_supernet
     run = RunFolder(run_dir)
-    supernet = _trained_supernet(run)
-    _, calibration, val_loader, _ = _run_data(run)
+    supernet = trained_supernet(run)
+    _, calibration, val_loader, _ = run_data(run)
     spec = supernet.spec
     cache = SubnetCache(supernet, calibration, val_loader)
     seeds = _search_seeds(spec)
@@ -187,9 +192,9 @@ def dimension_ablation_stage(run_dir: str | os.PathLike, device: str = 'raspberr
             row[f'best_acc_within_{budget:.2f}ms'] = max((r['accuracy'] for r in front if r[objective] <= budget),
                                                          default=0.0)
         rows.append(row)
-    out = run.path / 'results'
+    out = run.results_dir
     out.mkdir(exist_ok=True)
-    _write_table(rows, out / 'ablation_dimensions')
+    write_table(rows, out / 'ablation_dimensions')
     run.update_status(ablation_dimensions={'done': True, 'device': device, 'population': population,
                                            'generations': generations, 'reference_cost': reference,
                                            'environment': environment()})
@@ -212,8 +217,8 @@ def routing_ablation_stage(run_dir: str | os.PathLike, device: str = 'raspberry_
     from nni_bigLittle.strategies.evolution import build_model
     run = RunFolder(run_dir)
     record = front_record(run, device, 'accurate')
-    supernet = _trained_supernet(run)
-    _, calibration, val_loader, test_loader = _run_data(run)
+    supernet = trained_supernet(run)
+    _, calibration, val_loader, test_loader = run_data(run)
     spec = supernet.spec
     profiler = BigLittleCostProfiler(spec, device, build_expression=False)
     rows = []
@@ -228,9 +233,9 @@ def routing_ablation_stage(run_dir: str | os.PathLike, device: str = 'raspberry_
                          'test_escalation_rate': point.escalation_rate, 'test_dynamic_acc': point.accuracy,
                          'test_little_acc': point.little_acc, 'test_big_acc': point.big_acc,
                          f'latency_ms_{device}': profiler.breakdown(sample, point.escalation_rate)['expected']})
-    out = run.path / 'results'
+    out = run.results_dir
     out.mkdir(exist_ok=True)
-    _write_table(rows, out / 'ablation_routing')
+    write_table(rows, out / 'ablation_routing')
     (out / 'ablation_routing_pair.json').write_text(json.dumps({'device_front': device, 'sample': record['sample'],
                                                                 'front_record_policy': record['policy']}, indent=1))
     run.update_status(ablation_routing={'done': True, 'environment': environment()})
@@ -306,13 +311,14 @@ def strategy_ablation_stage(run_dir: str | os.PathLike, device: str = 'raspberry
     from nni_bigLittle.nn.losses import JointLoss
     from nni_bigLittle.nn.model import BigLittleModel, recalibrate_batchnorm
     from nni_bigLittle.strategies.cotraining import ResumableLoader
-    from nni_bigLittle.strategies.evolution import (DEFAULT_ESCALATION_GRID, ESCALATION_LABEL, nsga2, sample_key,
-                                                    search_supernet, space_repair)
+    from nni_bigLittle.strategies.evolution import (DEFAULT_ESCALATION_GRID, ESCALATION_LABEL, search_supernet,
+                                                    space_repair)
+    from nni_bigLittle.strategies.nsga2 import nsga2, sample_key
     for name, value in (('train_subset', train_subset), ('epochs', epochs), ('population', population)):
         if not isinstance(value, int) or value < 1:
             raise ConfigError(f'{name} must be a positive integer, got {value!r}.')
     run = RunFolder(run_dir)
-    base, calibration, val_loader, _ = _run_data(run)
+    base, calibration, val_loader, _ = run_data(run)
     root = run.path / 'ablation_strategy'
     num_random = int(base.get('strategy_options', {}).get('num_random', 2)) if base.get('strategy') == 'sandwich' else 2
     cfg = {k: v for k, v in base.items() if k not in ('strategy', 'strategy_options', 'threads')}
@@ -328,7 +334,7 @@ def strategy_ablation_stage(run_dir: str | os.PathLike, device: str = 'raspberry
                           ('progressive', {'phase_epochs': progressive_phases(epochs)})):
         folder = root / name
         status = train_supernet({**cfg, 'strategy': name, 'strategy_options': options}, folder, progress=progress)
-        supernet = _trained_supernet(RunFolder(folder))
+        supernet = trained_supernet(RunFolder(folder))
         began = time.time()
         result = search_supernet(supernet, calibration, val_loader, device=device, population=population,
                                  generations=generations, run_dir=folder / 'search', seed=0,
@@ -343,7 +349,7 @@ def strategy_ablation_stage(run_dir: str | os.PathLike, device: str = 'raspberry
     budgets = [float(np.quantile([r[objective] for r in fronts['sandwich']], q)) for q in (0.25, 0.5, 0.75)]
 
     splits = load_training_data(cfg)
-    space = _build_space(cfg['space'], splits.num_classes, splits.resolution)
+    space = build_space(cfg['space'], splits.num_classes, splits.resolution)
     spec = space.spec
 
     # DARTS: the weights on one half of the subset, the architecture on the other
@@ -396,11 +402,11 @@ def strategy_ablation_stage(run_dir: str | os.PathLike, device: str = 'raspberry
             torch.manual_seed(cfg['seed'])
             model = BigLittleModel.from_sample(spec, sample)
             loader = ResumableLoader(splits.train, cfg['batch_size'], seed=cfg['seed'])
-            checkpoint = folder / f'trial_{hashlib.sha1(key.encode()).hexdigest()[:12]}.pt'
-            wall['train'] += _train_standalone(
-                model, loader, trial_epochs, cfg['optimizer'], checkpoint,
-                f'evolution trial {len(trained) + 1}/{trials}', progress,
-                loss_fn=lambda m, x, y: loss(m.forward_all(x), y, router=m.router)[0])
+            print(f'[ablation] evolution trial {len(trained) + 1}/{trials}', flush=True)
+            wall['train'] += fit(
+                model, loader, epochs=trial_epochs, recipe=Recipe.from_dict(cfg['optimizer']),
+                folder=folder / f'trial_{hashlib.sha1(key.encode()).hexdigest()[:12]}', progress=progress,
+                loss_fn=lambda m, x, y: loss(m.forward_all(x), y, router=m.router)[0]).wall_s
             trained[key] = collect_outputs(model.eval(), val_loader)
         points = _pair_points(trained[key], sample, spec, device, [genome[ESCALATION_LABEL]])
         return {k: v for k, v in points[0].items() if k != 'sample'}
@@ -441,9 +447,9 @@ def strategy_ablation_stage(run_dir: str | os.PathLike, device: str = 'raspberry
         row['train_wall_s'] = info[name]['train_wall_s']
         row['search_wall_s'] = info[name]['search_wall_s']
         rows.append(row)
-    out = run.path / 'results'
+    out = run.results_dir
     out.mkdir(exist_ok=True)
-    _write_table(rows, out / 'ablation_strategy')
+    write_table(rows, out / 'ablation_strategy')
     (out / 'ablation_strategy_fronts.json').write_text(json.dumps(
         {'device': device, 'objective': objective, 'split': 'validation', 'budgets_ms': budgets, 'fronts': fronts,
          'info': info}, indent=1))

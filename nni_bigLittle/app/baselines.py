@@ -29,19 +29,23 @@ import json
 import os
 import time
 from pathlib import Path
-from typing import Any, Mapping, Sequence
+from typing import Any, Callable, Mapping, Sequence
 
 import torch
 from torch import nn
 
-from nni_bigLittle.app.pipeline import ConfigError, load_config, load_training_data, resolve_train_config
+from nni_bigLittle.app.config import ConfigError, load_config, resolve_train_config
+from nni_bigLittle.app.stages.inputs import load_training_data
 from nni_bigLittle.app.runs import RunFolder, environment
+from nni_bigLittle.errors import UnknownNameError
+from nni_bigLittle.registry import Registry
 
 __all__ = ['BASELINES', 'create_baseline', 'EarlyExitNetwork', 'resolve_baseline_config', 'train_baselines']
 
 TIMM_NAMES = {'mobilenetv3_small': 'mobilenetv3_small_100', 'mobilenetv3_large': 'mobilenetv3_large_100',
               'efficientnet_b0': 'efficientnet_b0'}
-BASELINES = (*TIMM_NAMES, 'branchynet_mobilenetv3_large')
+# name -> builder(num_classes, resolution, exit_stages) of a baseline network trained from scratch
+BASELINES: Registry[Callable[..., nn.Module]] = Registry('baseline')
 BASELINE_KEYS = ('recipe', 'models', 'exit_stages', 'exit_weights')
 # what the baselines take from the co-training recipe (the rest, e.g. the space and the strategy, is ours only)
 RECIPE_KEYS = ('dataset', 'data_root', 'val_size', 'train_subset', 'augment', 'epochs', 'batch_size', 'optimizer',
@@ -52,7 +56,7 @@ def create_static(name: str, num_classes: int, resolution: int = 32) -> nn.Modul
     """A timm network from scratch; for inputs of 64 pixels or less its stem keeps the resolution (stride 1)."""
     import timm
     if name not in TIMM_NAMES:
-        raise ValueError(f'unknown static baseline {name!r}; choose one of {sorted(TIMM_NAMES)}.')
+        raise UnknownNameError(f'Unknown static baseline {name!r}; choose one of {sorted(TIMM_NAMES)}.')
     model = timm.create_model(TIMM_NAMES[name], pretrained=False, num_classes=num_classes)
     if resolution <= 64:
         model.conv_stem.stride = (1, 1)
@@ -138,12 +142,21 @@ class _Head(nn.Module):
         return self._forward_head(x)
 
 
+for _name in TIMM_NAMES:
+    BASELINES.register(_name, lambda num_classes, resolution, exit_stages, _name=_name:
+                       create_static(_name, num_classes, resolution))
+
+
+@BASELINES.register('branchynet_mobilenetv3_large')
+def _branchynet_mobilenetv3_large(num_classes: int, resolution: int, exit_stages: Sequence[int]) -> nn.Module:
+    return EarlyExitNetwork(create_static('mobilenetv3_large', num_classes, resolution), exit_stages, num_classes,
+                            resolution)
+
+
 def create_baseline(name: str, num_classes: int, resolution: int = 32,
                     exit_stages: Sequence[int] = (2, 4)) -> nn.Module:
-    if name == 'branchynet_mobilenetv3_large':
-        return EarlyExitNetwork(create_static('mobilenetv3_large', num_classes, resolution), exit_stages,
-                                num_classes, resolution)
-    return create_static(name, num_classes, resolution)
+    """The baseline network ``name`` (one of :data:`BASELINES`), freshly initialised."""
+    return BASELINES.get(name)(num_classes, resolution, exit_stages)
 
 
 # ---------------------------------------------------------------------------------------------------------
@@ -160,10 +173,10 @@ def resolve_baseline_config(config: Mapping[str, Any], base: str | os.PathLike =
     recipe_path = Path(base) / config['recipe']
     train = resolve_train_config(load_config(recipe_path))
     recipe = {k: copy.deepcopy(train[k]) for k in RECIPE_KEYS}  # data_root stays relative to the working folder
-    models = list(config.get('models') or BASELINES)
+    models = list(config.get('models') or BASELINES.names())
     bad = [m for m in models if m not in BASELINES]
     if bad:
-        raise ConfigError(f'Unknown baseline model(s) {bad}; choose from {list(BASELINES)}.')
+        raise ConfigError(f'Unknown baseline model(s) {bad}; choose from {BASELINES.names()}.')
     exit_stages = list(config.get('exit_stages') or [2, 4])
     if any(not isinstance(s, int) for s in exit_stages) or sorted(set(exit_stages)) != exit_stages:
         raise ConfigError(f'exit_stages must be increasing ints, got {exit_stages!r}.')
@@ -199,13 +212,13 @@ def _collect_logits(model: nn.Module, loader) -> tuple[list[torch.Tensor], torch
 def train_baselines(config: Mapping[str, Any], run_dir: str | os.PathLike, models: Sequence[str] | None = None,
                     progress: bool = True, base: str | os.PathLike = '.') -> dict[str, Any]:
     """Train (or resume) the baselines of ``config`` in ``run_dir``; ``models`` limits this invocation to some
-    of them (e.g. one per process, one process per core). Per model: ``baselines/<name>/checkpoint.pt``
-    (per epoch), ``outputs.npz`` (validation and test logits of every exit and the labels) and
+    of them (e.g. one per process, one process per core). Per model: ``baselines/<name>/train/``
+    (``last.ckpt`` per epoch, ``metrics.csv`` of per-epoch training loss and validation accuracy), ``outputs.npz`` (validation and test logits of every exit and the labels) and
     ``status.json`` (epochs, wall time, parameters, environment)."""
     import numpy as np
     from torch.utils.data import DataLoader
-    from nni_bigLittle.app.pipeline import _train_standalone
     from nni_bigLittle.strategies.cotraining import ResumableLoader
+    from nni_bigLittle.training import Recipe, fit
     cfg = resolve_baseline_config(config, base)
     chosen = list(models or cfg['models'])
     bad = [m for m in chosen if m not in cfg['models']]
@@ -231,8 +244,9 @@ def train_baselines(config: Mapping[str, Any], run_dir: str | os.PathLike, model
         loss_fn = _branchynet_loss(cfg['exit_weights']) if isinstance(model, EarlyExitNetwork) else None
         loader = ResumableLoader(splits.train, recipe['batch_size'], seed=recipe['seed'])
         began = time.time()
-        wall = _train_standalone(model, loader, recipe['epochs'], recipe['optimizer'], folder / 'checkpoint.pt',
-                                 name, progress, loss_fn=loss_fn)
+        print(f'[baselines] training {name}', flush=True)
+        wall = fit(model, loader, epochs=recipe['epochs'], recipe=Recipe.from_dict(recipe['optimizer']),
+                   folder=folder / 'train', val_loader=val_loader, loss_fn=loss_fn, progress=progress).wall_s
         arrays = {}
         for split, loader_ in (('val', val_loader), ('test', test_loader)):
             heads, labels = _collect_logits(model, loader_)

@@ -293,7 +293,8 @@ def build_parser() -> argparse.ArgumentParser:
 
 
 def cmd_cotrain(args) -> int:
-    from nni_bigLittle.app.pipeline import load_config, set_dotted, train_supernet
+    from nni_bigLittle.app.config import load_config, set_dotted
+    from nni_bigLittle.app.stages.train import train_supernet
     config = load_config(args.config)
     if args.threads is not None:
         config['threads'] = args.threads
@@ -315,7 +316,7 @@ def _set_threads(threads: int | None) -> None:
 
 def cmd_search(args) -> int:
     _set_threads(args.threads)
-    from nni_bigLittle.app.pipeline import search_stage
+    from nni_bigLittle.app.stages.search import search_stage
     search_stage(args.run_dir, progress=not args.quiet, devices=args.device, metric=args.metric,
                  population=args.population, generations=args.generations, budget=args.budget, seed=args.seed)
     return 0
@@ -323,9 +324,10 @@ def cmd_search(args) -> int:
 
 def cmd_evaluate(args) -> int:
     _set_threads(args.threads)
-    from nni_bigLittle.app.pipeline import evaluate_stage
+    from nni_bigLittle.app.stages.evaluate import evaluate_stage
     rows = evaluate_stage(args.run_dir, count=args.count)['rows']
-    print((Path(args.run_dir) / 'results' / 'front_models.md').read_text())
+    from nni_bigLittle.app.runs import RunFolder
+    print((RunFolder(args.run_dir).results_dir / 'front_models.md').read_text())
     return 0 if rows else 1
 
 
@@ -345,13 +347,15 @@ def cmd_ablation(args) -> int:
     else:
         ablation_stage(args.run_dir, device=args.device, progress=not args.quiet, pick=args.pick)
     suffix = '_accurate' if args.kind == 'cotraining' and args.pick == 'accurate' else ''
-    print((Path(args.run_dir) / 'results' / f'ablation_{args.kind}{suffix}.md').read_text())
+    from nni_bigLittle.app.runs import RunFolder
+    print((RunFolder(args.run_dir).results_dir / f'ablation_{args.kind}{suffix}.md').read_text())
     return 0
 
 
 def cmd_run(args) -> int:
     _set_threads(args.threads)
-    from nni_bigLittle.app.pipeline import load_config, run_pipeline
+    from nni_bigLittle.app.config import load_config
+    from nni_bigLittle.app.pipeline import run_pipeline
     config = load_config(args.config)
     if args.threads is not None:
         config.setdefault('train', {})['threads'] = args.threads
@@ -381,7 +385,7 @@ def cmd_records(args) -> int:
 
 def cmd_export(args) -> int:
     _set_threads(args.threads)
-    from nni_bigLittle.app.pipeline import export_bundle
+    from nni_bigLittle.app.stages.export import export_bundle
     verify = None if args.verify == 'all' else int(args.verify)
     manifest = export_bundle(args.source, args.out, device=args.device, pick=args.pick, verify=verify,
                              sample_images=args.sample_images, progress=not args.quiet)
@@ -440,7 +444,7 @@ def cmd_bench(args) -> int:
 def cmd_baselines(args) -> int:
     _set_threads(args.threads)
     from nni_bigLittle.app.baselines import train_baselines
-    from nni_bigLittle.app.pipeline import load_config
+    from nni_bigLittle.app.config import load_config
     train_baselines(load_config(args.config), args.run_dir, models=args.model, progress=not args.quiet,
                     base=Path(args.config).parent)
     return 0
@@ -559,7 +563,7 @@ def _add_training_commands(sub) -> None:
 
     p = sub.add_parser('cotrain', help='co-train a big/little supernet (sandwich or progressive shrinking); '
                                        're-run the same command to resume')
-    p.add_argument('config', help='training config YAML (see nni_bigLittle.app.pipeline)')
+    p.add_argument('config', help='training config YAML (see nni_bigLittle.app.config)')
     p.add_argument('--run-dir', required=True, help='run folder (created, or resumed when it holds this config)')
     p.add_argument('--threads', type=int, help='torch threads (may differ between resumes)')
     p.add_argument('--set', action='append', metavar='KEY=VALUE', help='override a config key (YAML value; dotted for nested keys, e.g. '

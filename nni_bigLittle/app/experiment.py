@@ -59,7 +59,7 @@ def port_is_free(port: int) -> bool:
 
 def _nni_config(path: Path):
     from nni.experiment.config import ExperimentConfig
-    from nni_bigLittle.app.pipeline import ConfigError, load_config
+    from nni_bigLittle.app.config import ConfigError, load_config
     try:
         raw = load_config(path)
     except ConfigError as err:
@@ -157,7 +157,7 @@ def _check_trial(name: str, args: argparse.Namespace, code_dir: Path, search_spa
         except (KeyError, ValueError) as err:
             raise ExperimentCheckError(f'trialCommand --devices: {err}') from None
     if name == 'supernet':
-        from nni_bigLittle.app.pipeline import ConfigError, load_config, resolve_train_config, set_dotted
+        from nni_bigLittle.app.config import ConfigError, load_config, resolve_train_config, set_dotted
         try:
             config = load_config(_in(code_dir, args.config))
             for key, entry in search_space.items():

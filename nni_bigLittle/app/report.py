@@ -27,6 +27,8 @@ import numpy as np
 import torch
 from torch import nn
 
+from nni_bigLittle.nn.router import escalation_mask
+
 __all__ = ['Part', 'PartCoster', 'expected_costs', 'top_k']
 
 
@@ -133,7 +135,7 @@ def feature_shapes(modules: Sequence[nn.Module], input_shape: tuple[int, ...]) -
 # ---------------------------------------------------------------------------------------------------------
 OPERATING_POINTS = (0.25, 0.5, 0.75)  # escalation rates (ours, cascade) / shares reaching the final head (exits)
 STATIC_SCALES = (0.0, 0.25, 0.5, 0.75, 1.0)  # Once-for-All style static subnets: every choice at this quantile
-REPORT_FORMAT = 'nni_bigLittle.app.report/1'
+REPORT_FORMAT = 'nni_bigLittle.report/1'
 
 
 def _scaled_sample(spec, t: float) -> dict[str, Any]:
@@ -156,11 +158,12 @@ def _ours(run, device: str, coster: PartCoster, progress: bool) -> tuple[list[di
     from nni_bigLittle.evaluation import collect_outputs, operating_point
     from nni_bigLittle.deploy.export import _LittleGraph
     from nni_bigLittle.nn.model import recalibrate_batchnorm
-    from nni_bigLittle.app.pipeline import _run_data, _trained_supernet, front_record
+    from nni_bigLittle.app.stages.inputs import run_data, trained_supernet
+    from nni_bigLittle.app.stages.search import front_record
     from nni_bigLittle.strategies.evolution import build_model
     record = front_record(run, device, 'accurate')
-    supernet = _trained_supernet(run)
-    _, calibration, val_loader, test_loader = _run_data(run)
+    supernet = trained_supernet(run)
+    _, calibration, val_loader, test_loader = run_data(run)
     model = build_model(supernet, record, calibration)
     shape = (1, 3, model.arch.resolution, model.arch.resolution)
     with torch.no_grad():
@@ -177,8 +180,7 @@ def _ours(run, device: str, coster: PartCoster, progress: bool) -> tuple[list[di
     for target in OPERATING_POINTS:
         threshold = operating_point(val, model.router, target_escalation=target).threshold
         point = operating_point(test, model.router, threshold=threshold)
-        escalated = test.confidence(model.router.policy, getattr(model.router, 'mlp', None))
-        escalated = np.ones_like(escalated, bool) if threshold >= 1.0 else escalated < threshold
+        escalated = escalation_mask(test.confidence(model.router.policy, getattr(model.router, 'mlp', None)), threshold)
         logits = np.where(escalated[:, None], big_logits, little_logits)
         rows.append(_row('ours', f'Ours (dynamic, {point.escalation_rate:.0%} escalated)', logits, labels,
                          [(little, 1.0), (tail, point.escalation_rate)], coster, source=where,
@@ -210,11 +212,11 @@ def _exit_index(heads: list[np.ndarray], threshold: float) -> np.ndarray:
 
 
 def _baselines(folder, coster: PartCoster, resolution: int) -> list[dict[str, Any]]:
-    import yaml
     from nni_bigLittle.app.baselines import EarlyExitNetwork, create_baseline
+    from nni_bigLittle.app.runs import RunFolder
     from nni_bigLittle.evaluation import PairOutputs, operating_point
     root = folder / 'baselines'
-    cfg = yaml.safe_load((folder / 'config.yaml').read_text())
+    cfg = RunFolder(folder).config()
     shape = (1, 3, resolution, resolution)
     rows, outputs, parts = [], {}, {}
     for name in cfg['models']:
@@ -243,8 +245,7 @@ def _baselines(folder, coster: PartCoster, resolution: int) -> list[dict[str, An
         for target in OPERATING_POINTS:
             threshold = operating_point(pair['val'], 'max_softmax', target_escalation=target).threshold
             point = operating_point(pair['test'], 'max_softmax', threshold=threshold)
-            confidence = pair['test'].confidence('max_softmax')
-            escalated = confidence < threshold if threshold < 1.0 else np.ones_like(confidence, bool)
+            escalated = escalation_mask(pair['test'].confidence('max_softmax'), threshold)
             logits = np.where(escalated[:, None], large['test_logits_0'], small['test_logits_0'])
             rows.append(_row('cascade', f'Cascade MNv3-S → L ({point.escalation_rate:.0%} escalated)', logits,
                              small['test_labels'], [(parts['mobilenetv3_small'][0], 1.0),
@@ -274,7 +275,6 @@ def collect_report(run_dir, baselines_dir=None, device: str = 'raspberry_pi_4', 
                    progress: bool = True) -> dict[str, Any]:
     """Every row of the results table with its accuracy and costs, written to ``<run>/results/report.json``
     (a text record: ``nni-biglittle records`` copies it, ``render_report`` needs nothing else)."""
-    import yaml
     from nni_bigLittle.app.runs import RunFolder, environment
     run = RunFolder(run_dir)
     coster = PartCoster(measure=measure)
@@ -283,7 +283,7 @@ def collect_report(run_dir, baselines_dir=None, device: str = 'raspberry_pi_4', 
     if baselines_dir is not None:
         base = Path(baselines_dir)
         rows += _baselines(base, coster, resolution)
-        cfg = yaml.safe_load((base / 'config.yaml').read_text())
+        cfg = RunFolder(base).config()
         missing = [m for m in cfg['models'] if not (base / 'baselines' / m / 'outputs.npz').is_file()]
     report = {'format': REPORT_FORMAT, 'run': run.path.name, 'device_front': device,
               'baselines_run': None if baselines_dir is None else Path(baselines_dir).name,
@@ -293,7 +293,7 @@ def collect_report(run_dir, baselines_dir=None, device: str = 'raspberry_pi_4', 
                              f'{coster.repeats} runs per part' if measure else None,
               'environment': environment(),
               'command': 'nni-biglittle ' + ' '.join(sys.argv[1:]) if sys.argv[1:2] == ['report'] else None}
-    out = run.path / 'results'
+    out = run.results_dir
     out.mkdir(exist_ok=True)
     (out / 'report.json').write_text(json.dumps(report, indent=1) + '\n')
     return report

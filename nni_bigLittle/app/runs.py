@@ -24,6 +24,7 @@ from typing import Any, Mapping
 
 import yaml
 from nni_bigLittle.errors import BigLittleError
+from nni_bigLittle.evaluation.front import FRONT_FILE
 
 __all__ = ['RunFolder', 'RunConfigMismatch', 'write_json', 'environment', 'copy_records']
 
@@ -97,6 +98,39 @@ class RunFolder:
         last = self.checkpoints / 'last.ckpt'
         return last if last.is_file() else None
 
+    @property
+    def supernet_path(self) -> Path:
+        """The trained supernet (``BigLittleSpace.save``), written when co-training is done."""
+        return self.path / 'supernet.pt'
+
+    @property
+    def results_dir(self) -> Path:
+        """Tables, benchmarks, ablations and the report of the run."""
+        return self.path / 'results'
+
+    def export_dir(self, device: str | None = None) -> Path:
+        """Frozen front models (``front_<k>.pt``), per device."""
+        return self.path / 'export' if device is None else self.path / 'export' / device
+
+    def bundle_dir(self, device: str) -> Path:
+        """The deployment bundle of ``device``'s chosen front model."""
+        return self.path / 'bundles' / device
+
+    # ----- search -----
+    def search_dir(self, device: str) -> Path:
+        """Where the search for ``device`` keeps its checkpoint and writes its front."""
+        return self.path / 'search' / device
+
+    def searched_devices(self) -> list[str]:
+        """The devices with a searched front, sorted by name."""
+        from nni_bigLittle.evaluation.front import searched_folders  # imports torch: only when asked
+        return [folder.name for folder in searched_folders(self.path / 'search')]
+
+    def front(self, device: str) -> dict[str, Any]:
+        """The searched front of ``device`` (see :mod:`nni_bigLittle.evaluation.front`)."""
+        from nni_bigLittle.evaluation.front import read_front
+        return read_front(self.search_dir(device), hint=f'run `nni-biglittle search {self.path}` first')
+
     def open(self, config: Mapping[str, Any], ignore: tuple[str, ...] = ()) -> bool:
         """Create the folder with ``config`` or check it matches the stored one.
 
@@ -120,6 +154,18 @@ class RunFolder:
         self.path.mkdir(parents=True, exist_ok=True)
         self.config_path.write_text(yaml.safe_dump(config, sort_keys=False))
         return False
+
+    def config(self) -> dict[str, Any]:
+        """The run's config as stored when it was opened (read once per RunFolder; the stages take it from here)."""
+        if getattr(self, '_config', None) is None:
+            if not self.config_path.is_file():
+                raise FileNotFoundError(f'{self.path} is not a run folder (no {self.config_path.name}); give the folder '
+                                        'of a `nni-biglittle run`, `cotrain` or `baselines train` run.')
+            try:
+                self._config = yaml.safe_load(self.config_path.read_text()) or {}
+            except yaml.YAMLError as err:
+                raise RunConfigMismatch(f'{self.config_path} is not valid YAML ({err}).') from None
+        return self._config
 
     # ----- metrics -----
     def upsert_metrics(self, row: Mapping[str, Any], key: str = 'epoch', name: str = 'metrics.csv') -> None:
@@ -165,10 +211,10 @@ def _fmt(value: Any) -> Any:
 
 
 # the records of a run worth committing: small text files; weights, checkpoints and NNI's folders stay out
-RECORD_PATTERNS = ('config.yaml', 'metrics.csv', 'status.json', 'search/*/front.json', 'search/*/front.csv',
+RECORD_PATTERNS = ('config.yaml', 'metrics.csv', 'status.json', f'search/*/{FRONT_FILE}', 'search/*/front.csv',
                    'search/*/history.csv', 'results/*.csv', 'results/*.md', 'results/*.json',
-                   'baselines/*/status.json', 'ablation_dimensions/*/front.json',
-                   'ablation_strategy/*/search/front.json', 'ablation_strategy/*/search/wall_s.json',
+                   'baselines/*/status.json', f'ablation_dimensions/*/{FRONT_FILE}',
+                   f'ablation_strategy/*/search/{FRONT_FILE}', 'ablation_strategy/*/search/wall_s.json',
                    'ablation_strategy/*/metrics.csv', 'ablation_strategy/darts/result.json')
 
 

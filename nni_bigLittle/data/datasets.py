@@ -30,6 +30,7 @@ import torch
 from torch.utils.data import DataLoader, Dataset
 
 from nni_bigLittle.errors import DataError, DataFormatError, DataNotFoundError
+from nni_bigLittle.registry import Registry
 
 __all__ = [
     'DataError', 'DataNotFoundError', 'DataFormatError', 'DATASETS', 'register_dataset', 'available_datasets',
@@ -72,18 +73,15 @@ class DataSplits:
 
 
 Loader = Callable[..., RawSplits]
-DATASETS: dict[str, Loader] = {}
+DATASETS: Registry[Loader] = Registry('dataset')  # name -> loader(root, download) of its raw splits
 
 
 def register_dataset(name: str) -> Callable[[Loader], Loader]:
-    def wrap(fn: Loader) -> Loader:
-        DATASETS[name] = fn
-        return fn
-    return wrap
+    return DATASETS.register(name)
 
 
 def available_datasets() -> list[str]:
-    return sorted(DATASETS)
+    return DATASETS.names()
 
 
 def default_data_roots() -> list[Path]:
@@ -435,9 +433,7 @@ def load_dataset(name: str, root: str | os.PathLike | None = None, *, resolution
     ``val_size``: an int, or a fraction of the training set (default 10 %, e.g. 45k/5k for
     CIFAR-10). ``resolution`` defaults to the dataset's native size (32 for the array datasets).
     """
-    if name not in DATASETS:
-        raise ValueError(f'Unknown dataset {name!r}; available: {available_datasets()}.')
-    raw = DATASETS[name](root=root, download=download)
+    raw = DATASETS.get(name)(root=root, download=download)
     is_array = isinstance(raw.train, np.ndarray)
     native = raw.train.shape[1] if is_array else None
     resolution = resolution or native or 224

@@ -31,7 +31,8 @@ from typing import Any, Callable, Mapping, Sequence
 import numpy as np
 
 from nni_bigLittle.deploy import run_bundle
-from nni_bigLittle.deploy.run_bundle import NEVER, BigLittleRuntime, BundleError
+from nni_bigLittle.deploy.run_bundle import BigLittleRuntime, BundleError
+from nni_bigLittle.nn.router import NEVER
 
 __all__ = ['bench', 'format_bench', 'write_bench']
 

@@ -36,10 +36,13 @@ import torch
 from torch import nn
 
 from nni_bigLittle.nn.model import BigLittleModel
+from nni_bigLittle.nn.operating_point import OperatingPoint
+from nni_bigLittle.nn.router import RouterSetting
 from nni_bigLittle.deploy.run_bundle import MANIFEST_FORMAT, BigLittleRuntime, escalation
 from nni_bigLittle.errors import BigLittleError
 
-__all__ = ['export_onnx', 'verify_export', 'write_bundle', 'ExportMismatch', 'BigLittleRuntime', 'MANIFEST_FORMAT']
+__all__ = ['export_onnx', 'verify_export', 'write_bundle', 'model_point', 'ExportMismatch', 'BigLittleRuntime',
+           'MANIFEST_FORMAT']
 
 OPSET = 17
 TAIL_PREFIX = 'big_tail/'
@@ -70,16 +73,33 @@ def _export(module: nn.Module, example: torch.Tensor, path: Path, inputs: list[s
     path.write_bytes(buffer.getvalue())
 
 
+def model_point(model: BigLittleModel, operating_point: OperatingPoint | None = None) -> OperatingPoint:
+    """The operating point ``model`` runs at: ``operating_point`` checked against the model, or, without one,
+    the model's architecture and router as they are (a threshold given by hand)."""
+    router = RouterSetting(model.router.policy, float(model.router.threshold))
+    own = OperatingPoint.from_flat_sample({**model.sample, 'router/threshold': router.threshold})
+    if operating_point is None:
+        return own
+    if operating_point.sample != own.sample or (operating_point.router.policy, operating_point.router.threshold) \
+            != (router.policy, router.threshold):
+        raise ValueError('The operating point does not describe this model (architecture, policy or threshold '
+                         'differ); build the model from it (BigLittleSpace.freeze(point.flat_sample)).')
+    return operating_point
+
+
 def export_onnx(model: BigLittleModel, folder: str | os.PathLike, *, preprocess: dict[str, Any] | None = None,
-                class_names: list[str] | None = None, spec: dict[str, Any] | None = None) -> dict[str, Any]:
+                class_names: list[str] | None = None, spec: dict[str, Any] | None = None,
+                operating_point: OperatingPoint | None = None) -> dict[str, Any]:
     """Write ``little.onnx``, ``big_tail.onnx``, ``dynamic.onnx``, ``big.onnx`` and ``manifest.json`` of
     ``model`` (eval mode) to ``folder``; returns the manifest.
 
     ``preprocess`` (``{'mean': [...], 'std': [...]}``, pixels scaled to [0, 1] first) lets the bundle's
     runner take raw images; ``spec`` (the space, ``dataclasses.asdict(SpaceSpec)``) lets ``bench`` cost the
-    pair with a latency predictor."""
+    pair with a latency predictor. The manifest carries the model's ``operating_point`` (the searched one
+    when given, with what its threshold was calibrated for; :func:`model_point`)."""
     if not isinstance(model, BigLittleModel):
         raise TypeError(f'export_onnx needs a frozen BigLittleModel, got {type(model).__name__}.')
+    point = model_point(model, operating_point)
     folder = Path(folder)
     folder.mkdir(parents=True, exist_ok=True)
     was_training = model.training
@@ -97,17 +117,18 @@ def export_onnx(model: BigLittleModel, folder: str | os.PathLike, *, preprocess:
         _export(model.big_path().eval(), example, folder / 'big.onnx', ['input'], ['logits'])
     finally:
         model.train(was_training)
-    threshold = float(model.router.threshold)
+    threshold = point.router.threshold
     _write_dynamic_graph(folder / 'little.onnx', folder / 'big_tail.onnx', threshold, folder / 'dynamic.onnx')
     manifest = {
-        'format': MANIFEST_FORMAT, 'sample': model.sample, 'num_classes': arch.num_classes,
+        'format': MANIFEST_FORMAT, 'operating_point': point.to_dict(), 'sample': point.flat_sample,
+        'num_classes': arch.num_classes,
         'input': {'name': 'input', 'shape': [None, 3, arch.resolution, arch.resolution], 'dtype': 'float32',
                   'layout': 'NCHW, preprocessed as "preprocess" says'},
         'preprocess': None if preprocess is None else
         {'scale': 1.0 / 255.0, 'mean': [float(v) for v in preprocess['mean']],
          'std': [float(v) for v in preprocess['std']], 'rule': 'x = (pixels * scale - mean) / std, RGB, NCHW'},
         'class_names': None if class_names is None else [str(c) for c in class_names],
-        'router': {'policy': model.router.policy, 'threshold': threshold,
+        'router': {'policy': point.router.policy, 'threshold': threshold,
                    'rule': 'escalate when confidence < threshold (threshold >= 1: always)',
                    'confidence': 'output "confidence" of little.onnx'},
         'files': {'little': {'path': 'little.onnx', 'outputs': ['little_logits', 'confidence', 'fork_features']},
@@ -261,14 +282,16 @@ def verify_export(model: BigLittleModel, folder: str | os.PathLike, inputs: Iter
 def write_bundle(model: BigLittleModel, out: str | os.PathLike, *, preprocess: dict[str, Any] | None = None,
                  class_names: list[str] | None = None, spec: dict[str, Any] | None = None,
                  verify_inputs: Iterable[torch.Tensor] | None = None, sample_data: dict[str, np.ndarray] | None = None,
-                 source: dict[str, Any] | None = None, progress: bool = False) -> dict[str, Any]:
+                 source: dict[str, Any] | None = None, progress: bool = False,
+                 operating_point: OperatingPoint | None = None) -> dict[str, Any]:
     """A deployment bundle in ``out``: the graphs and manifest of :func:`export_onnx`, ``run_bundle.py``
     (numpy + onnxruntime only), and, when given, ``data.npz`` (``sample_data``: raw ``x_test`` uint8
     images and ``y_test`` labels to try the bundle with). ``verify_inputs`` are checked with
     :func:`verify_export` and the result goes into the manifest (``verification``); a mismatch raises
     and leaves no manifest behind, so a half-checked bundle cannot be mistaken for a good one."""
     out = Path(out)
-    manifest = export_onnx(model, out, preprocess=preprocess, class_names=class_names, spec=spec)
+    manifest = export_onnx(model, out, preprocess=preprocess, class_names=class_names, spec=spec,
+                           operating_point=operating_point)
     if verify_inputs is not None:
         try:
             manifest['verification'] = {**verify_export(model, out, verify_inputs, progress=progress),

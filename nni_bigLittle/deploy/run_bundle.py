@@ -79,11 +79,20 @@ def session_options(threads=None):
     return options
 
 
+# The routing rule, a numpy copy of nni_bigLittle.nn.router.escalation_mask (this file imports nothing of the
+# package; tests/test_routing_rule.py holds the two to the same answers).
 def escalation(confidence: np.ndarray, threshold: float) -> np.ndarray:
-    """The routing rule: escalate when ``confidence < threshold``; a threshold >= 1 escalates everything."""
+    """Escalate when ``confidence < threshold``; a threshold >= 1 escalates everything."""
     if threshold >= 1.0:
         return np.ones(confidence.shape, dtype=bool)
     return confidence < threshold
+
+
+def escalates(confidence: float, threshold: float) -> bool:
+    """:func:`escalation` for one image, on Python scalars (right after a session run numpy's comparisons
+    and reductions run on a cold cache and cost ~5 us each, ~2 % of a small little network). ``confidence``
+    comes from a float32 graph: the threshold is compared at float32 precision too, as the batch path does."""
+    return threshold >= 1.0 or confidence < float(np.float32(threshold))
 
 
 class BigLittleRuntime:
@@ -130,9 +139,7 @@ class BigLittleRuntime:
         logits, confidence, fork = self.little.run(None, {'input': x})
         threshold = self.threshold if threshold is None else float(threshold)
         if len(x) == 1:
-            # one image, the edge-device case: route on a Python scalar. Right after a session run numpy's
-            # comparisons and reductions run on a cold cache and cost ~5 us each, ~2 % of a small little network
-            escalate = threshold >= 1.0 or confidence.item() < threshold
+            escalate = escalates(confidence.item(), threshold)  # one image, the edge-device case
             pred = (self.big_tail.run(None, {'fork_features': fork})[0] if escalate else logits).argmax(1)
             return pred, np.array([escalate])
         escalated = escalation(confidence, threshold)

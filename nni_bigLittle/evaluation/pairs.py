@@ -41,7 +41,7 @@ from torch import nn
 
 from nni_bigLittle.nn.arch import ROUTER_POLICIES
 from nni_bigLittle.nn.model import BigLittleModel, recalibrate_batchnorm
-from nni_bigLittle.nn.router import calibrate_threshold, router_confidence
+from nni_bigLittle.nn.router import calibrate_threshold, escalation_mask, router_confidence
 
 __all__ = [
     'PairOutputs', 'OperatingPoint', 'collect_outputs', 'subnet_outputs', 'operating_point', 'pair_metrics',
@@ -184,13 +184,6 @@ class OperatingPoint:
         return asdict(self)
 
 
-def _escalated(confidence: np.ndarray, threshold: float) -> np.ndarray:
-    """Same rule as :func:`nni_bigLittle.nn.router.escalation_mask`: ``tau >= 1`` escalates everything."""
-    if threshold >= 1.0:
-        return np.ones_like(confidence, dtype=bool)
-    return confidence < threshold
-
-
 def operating_point(outputs: PairOutputs, router: Any, *, threshold: float | None = None,
                     target_escalation: float | None = None, target_accuracy: float | None = None) -> OperatingPoint:
     """The dynamic model's operating point for ``router`` on ``outputs``.
@@ -226,7 +219,7 @@ def operating_point(outputs: PairOutputs, router: Any, *, threshold: float | Non
     threshold = float(threshold)
     if not math.isfinite(threshold):
         raise ValueError(f'threshold must be a finite number, got {threshold}.')
-    escalated = _escalated(confidence, threshold)
+    escalated = escalation_mask(confidence, threshold)
     return OperatingPoint(policy=policy, threshold=threshold, escalation_rate=float(escalated.mean()),
                           accuracy=float(np.where(escalated, big_ok, little_ok).mean()),
                           little_acc=float(little_ok.mean()), big_acc=float(big_ok.mean()), n=len(outputs))
@@ -491,32 +484,26 @@ def evaluate_pair(model: BigLittleModel, dataset: str = 'digits', data_root: str
 
 def _train(model: BigLittleModel, train_loader, epochs: int, lr: float, weight_decay: float,
            loss_weights, limit: int | None, metrics_of, callbacks) -> dict[str, float]:
+    """Train the pair with the package's recipe (:mod:`nni_bigLittle.training`) and the joint loss; after each
+    epoch its validation metrics go to every callback (NNI's intermediate result)."""
+    import pytorch_lightning as pl
     from nni_bigLittle.nn.losses import JointLoss
-    if not lr > 0:
-        raise ValueError(f'lr must be > 0, got {lr}.')
-    loss_fn = JointLoss(loss_weights)
-    steps_per_epoch = len(train_loader) if limit is None else min(limit, len(train_loader))
-    if steps_per_epoch == 0:
+    from nni_bigLittle.training import Recipe, fit
+    loss = JointLoss(loss_weights)
+    if (len(train_loader) if limit is None else min(limit, len(train_loader))) == 0:
         raise ValueError('The training loader is empty (batch_size larger than the training split?).')
-    optimizer = torch.optim.SGD(model.parameters(), lr=lr, momentum=0.9, nesterov=True, weight_decay=weight_decay)
-    schedule = torch.optim.lr_scheduler.CosineAnnealingLR(optimizer, T_max=epochs * steps_per_epoch)
-    device = next(model.parameters()).device
     metrics: dict[str, float] = {}
-    for epoch in range(epochs):
-        model.train()
-        total, seen = 0.0, 0
-        for x, y in _limited(train_loader, limit):
-            out = model.forward_all(x.to(device))
-            loss, _ = loss_fn(out, y.to(device), router=model.router)
-            optimizer.zero_grad(set_to_none=True)
-            loss.backward()
-            optimizer.step()
-            schedule.step()
-            total += float(loss.detach()) * len(y)
-            seen += len(y)
-        metrics = metrics_of(model)
-        metrics['epoch'] = float(epoch + 1)
-        metrics['train_loss'] = total / max(seen, 1)
-        for callback in callbacks:
-            callback(dict(metrics))
+
+    class ReportEpoch(pl.Callback):
+        def on_train_epoch_end(self, trainer, pl_module) -> None:
+            nonlocal metrics
+            metrics = metrics_of(model)
+            metrics['epoch'] = float(trainer.current_epoch + 1)
+            metrics['train_loss'] = pl_module.train_loss
+            for callback in callbacks:
+                callback(dict(metrics))
+
+    fit(model, train_loader, epochs=epochs, recipe=Recipe(learning_rate=lr, weight_decay=weight_decay),
+        loss_fn=lambda m, x, y: loss(m.forward_all(x), y, router=m.router)[0], progress=False,
+        limit_train_batches=limit, callbacks=[ReportEpoch()])
     return metrics

@@ -11,7 +11,8 @@ from dataclasses import dataclass
 
 from nni_bigLittle.nn.arch import ArchConfig, BlockConfig, ConvConfig, HeadConfig, RouterConfig, StageConfig
 
-__all__ = ['Cost', 'ArchCosts', 'arch_costs', 'conv_output_size']
+__all__ = ['Cost', 'ArchCosts', 'arch_costs', 'conv_output_size', 'conv_macs', 'conv_params', 'linear_macs',
+           'linear_params']
 
 
 @dataclass(frozen=True)
@@ -63,12 +64,29 @@ def conv_output_size(size: int, kernel_size: int, stride: int) -> int:
     return (size + 2 * padding - kernel_size) // stride + 1
 
 
+# THE MAC and parameter formulas of a conv and a linear layer; the predictors' kernel features use them too.
+def conv_macs(out_h: int, out_w: int, cin: int, cout: int, kernel: int, groups: int = 1, batch: int = 1) -> int:
+    """Multiply-accumulates of a (grouped) ``kernel x kernel`` convolution producing ``out_h x out_w`` maps."""
+    return batch * out_h * out_w * cout * (cin // groups) * kernel * kernel
+
+
+def conv_params(cin: int, cout: int, kernel: int, groups: int = 1, bias: bool = False, bn: bool = False) -> int:
+    """Weights, plus a bias and a batch norm's scale and shift when asked (a BN folded for deployment is a bias)."""
+    return cout * (cin // groups) * kernel * kernel + (cout if bias else 0) + (2 * cout if bn else 0)
+
+
+def linear_macs(cin: int, cout: int, batch: int = 1) -> int:
+    return batch * cin * cout
+
+
+def linear_params(cin: int, cout: int, bias: bool = True) -> int:
+    return cin * cout + (cout if bias else 0)
+
+
 def _conv(size: int, cin: int, cout: int, k: int, stride: int = 1, groups: int = 1, bias: bool = False,
           bn: bool = True) -> tuple[Cost, int]:
     out = conv_output_size(size, k, stride)
-    macs = out * out * cout * (cin // groups) * k * k
-    params = cout * (cin // groups) * k * k + (cout if bias else 0) + (2 * cout if bn else 0)
-    return Cost(macs, params), out
+    return Cost(conv_macs(out, out, cin, cout, k, groups), conv_params(cin, cout, k, groups, bias, bn)), out
 
 
 def stem_cost(stem: ConvConfig, size: int) -> tuple[Cost, int]:
@@ -82,7 +100,7 @@ def block_cost(block: BlockConfig, size: int) -> tuple[Cost, int]:
     total += dw
     if block.se_channels:
         hidden, se = block.hidden_channels, block.se_channels
-        total += Cost(hidden * se + se * hidden, hidden * se + se + se * hidden + hidden)
+        total += Cost(linear_macs(hidden, se) + linear_macs(se, hidden), linear_params(hidden, se) + linear_params(se, hidden))
     project, _ = _conv(size, block.hidden_channels, block.out_channels, 1)
     return total + project, size
 
@@ -97,15 +115,15 @@ def stage_cost(stage: StageConfig, size: int) -> tuple[Cost, int]:
 
 def head_cost(head: HeadConfig, size: int) -> Cost:
     conv, _ = _conv(size, head.in_channels, head.head_channels, 1)
-    fc = Cost(head.head_channels * head.num_classes, head.head_channels * head.num_classes + head.num_classes)
+    fc = Cost(linear_macs(head.head_channels, head.num_classes), linear_params(head.head_channels, head.num_classes))
     return conv + fc
 
 
 def router_cost(router: RouterConfig) -> Cost:
     if router.policy != 'learned':
         return Cost()
-    macs = router.in_features * router.hidden + router.hidden
-    params = router.in_features * router.hidden + router.hidden + router.hidden + 1
+    macs = linear_macs(router.in_features, router.hidden) + linear_macs(router.hidden, 1)
+    params = linear_params(router.in_features, router.hidden) + linear_params(router.hidden, 1)
     return Cost(macs, params)
 
 

@@ -27,7 +27,7 @@ from typing import Any, Mapping
 import torch
 import torch.nn.functional as F
 
-from nni_bigLittle.nn.router import router_logit
+from nni_bigLittle.nn.router import escalation_mask, router_logit
 
 __all__ = ['LossWeights', 'JointLoss', 'distillation', 'routing_loss', 'consistency_loss', 'active_threshold']
 
@@ -129,7 +129,7 @@ class JointLoss:
             parts['loss_routing'] = float(route.detach())
         threshold = active_threshold(router) if router is not None else None
         if threshold is not None and w.lam > 0:
-            kept = output.confidence.detach() >= threshold if threshold < 1.0 else torch.zeros_like(target, dtype=bool)
+            kept = ~escalation_mask(output.confidence.detach(), threshold)  # the inputs the little network answers
             consistency = consistency_loss(output.little_logits, output.big_logits, kept)
             loss = loss + w.lam * consistency
             parts['loss_consistency'] = float(consistency.detach())

@@ -9,8 +9,11 @@ to the big network when its confidence is below the threshold ``tau``:
 - ``learned``: an MLP on (little head features, sorted probabilities) predicting that the little
   answer is right (trained by the routing loss of the co-training strategies).
 
-``tau <= 0`` never escalates and ``tau >= 1`` always escalates. :func:`calibrate_threshold` picks
-``tau`` on a validation split for a target escalation rate or a target accuracy (numpy only).
+``tau <= 0`` never escalates and ``tau >= 1`` always escalates: :func:`escalation_mask` is THE routing
+rule, for torch tensors and numpy arrays alike; evaluation, export, the report and the trials call it, and
+the stand-alone bundle runner's numpy copy is held to it by a test. :func:`calibrate_threshold` picks
+``tau`` on a validation split for a target escalation rate or a target accuracy (numpy only), and a
+:class:`RouterSetting` records the policy, ``tau`` and what it was calibrated for, on which split.
 """
 from __future__ import annotations
 
@@ -26,9 +29,12 @@ from nni_bigLittle.nn.arch import ROUTER_POLICIES, RouterConfig
 from nni_bigLittle.errors import BigLittleError
 
 __all__ = [
-    'router_confidence', 'router_logit', 'escalation_mask', 'build_router_mlp', 'Router',
-    'CalibrationResult', 'CalibrationError', 'calibrate_threshold', 'dynamic_accuracy',
+    'router_confidence', 'router_logit', 'escalation_mask', 'ALWAYS', 'NEVER', 'build_router_mlp', 'Router',
+    'RouterSetting', 'CalibrationResult', 'CalibrationError', 'calibrate_threshold', 'dynamic_accuracy',
 ]
+
+ALWAYS = 1.0            # a threshold at which every input escalates
+NEVER = float('-inf')   # a threshold no confidence is below: the little network answers every input
 
 
 def build_router_mlp(in_features: int, hidden: int) -> nn.Sequential:
@@ -65,10 +71,20 @@ def router_logit(mlp: nn.Module, logits: torch.Tensor, features: torch.Tensor) -
     return mlp(router_features(logits, features)).squeeze(1)
 
 
-def escalation_mask(confidence: torch.Tensor, threshold: float) -> torch.Tensor:
-    """``True`` where the input goes on to the big network."""
-    if threshold >= 1.0:
-        return torch.ones_like(confidence, dtype=torch.bool)
+def escalation_mask(confidence, threshold: float):
+    """The routing rule: ``True`` where the input goes on to the big network, i.e. where its confidence is
+    below ``threshold``; a threshold ``>= 1`` (:data:`ALWAYS`) escalates every input. ``confidence`` is a
+    torch tensor or a numpy array (the mask is of the same kind)."""
+    threshold = float(threshold)
+    if math.isnan(threshold):
+        raise ValueError('The router threshold is NaN; give a number (>= 1 escalates every input).')
+    if isinstance(confidence, torch.Tensor):
+        if threshold >= ALWAYS:
+            return torch.ones_like(confidence, dtype=torch.bool)
+        return confidence < threshold
+    confidence = np.asarray(confidence)
+    if threshold >= ALWAYS:
+        return np.ones(confidence.shape, dtype=bool)
     return confidence < threshold
 
 
@@ -94,6 +110,45 @@ class Router(nn.Module):
 
 
 @dataclass(frozen=True)
+class RouterSetting:
+    """How a deployed pair routes: ``policy`` and ``threshold`` (escalate when confidence < threshold), and
+    how the threshold was chosen: calibrated for ``target_escalation`` or ``target_accuracy`` on the
+    ``calibrated_on`` split ('validation' during search), or given as is (all three ``None``)."""
+    policy: str
+    threshold: float
+    target_escalation: float | None = None
+    target_accuracy: float | None = None
+    calibrated_on: str | None = None
+
+    def __post_init__(self):
+        if self.policy not in ROUTER_POLICIES:
+            raise ValueError(f'Unknown router policy {self.policy!r}; choose one of {ROUTER_POLICIES}.')
+        threshold = float(self.threshold)
+        if math.isnan(threshold) or threshold == math.inf:
+            raise ValueError(f'The router threshold must be a number or -inf (never escalate), got {self.threshold!r}.')
+        object.__setattr__(self, 'threshold', threshold)
+        if self.target_escalation is not None and self.target_accuracy is not None:
+            raise ValueError('A threshold is calibrated for a target escalation or a target accuracy, not both.')
+        for name in ('target_escalation', 'target_accuracy'):
+            value = getattr(self, name)
+            if value is not None and not 0.0 <= float(value) <= 1.0:
+                raise ValueError(f'{name} must be in [0, 1], got {value!r}.')
+
+    def to_dict(self) -> dict:
+        return {'policy': self.policy, 'threshold': self.threshold, 'target_escalation': self.target_escalation,
+                'target_accuracy': self.target_accuracy, 'calibrated_on': self.calibrated_on}
+
+    @classmethod
+    def from_dict(cls, data) -> 'RouterSetting':
+        known = ('policy', 'threshold', 'target_escalation', 'target_accuracy', 'calibrated_on')
+        unknown = sorted(set(data) - set(known))
+        if unknown or 'policy' not in data or 'threshold' not in data:
+            raise ValueError(f'A router setting needs policy and threshold (optional: {list(known[2:])}); '
+                             f'got keys {sorted(data)}.')
+        return cls(**dict(data))
+
+
+@dataclass(frozen=True)
 class CalibrationResult:
     threshold: float
     escalation_rate: float
@@ -106,8 +161,7 @@ class CalibrationError(BigLittleError, ValueError):
 
 def dynamic_accuracy(confidence: np.ndarray, little_correct: np.ndarray, big_correct: np.ndarray,
                      threshold: float) -> float:
-    confidence = np.asarray(confidence, dtype=np.float64)
-    escalated = np.ones_like(confidence, bool) if threshold >= 1.0 else confidence < threshold
+    escalated = escalation_mask(np.asarray(confidence, dtype=np.float64), threshold)
     return float(np.where(escalated, big_correct, little_correct).mean())
 
 
