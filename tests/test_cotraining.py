@@ -13,7 +13,7 @@ import yaml
 
 from nni_bigLittle.nn.losses import JointLoss, LossWeights, consistency_loss, distillation, routing_loss
 from nni_bigLittle.nn.model import BigLittleOutput
-from nni_bigLittle.app.config import ConfigError, resolve_train_config
+from nni_bigLittle.app.config import ConfigError, TrainConfig, resolve_train_config
 from nni_bigLittle.app.stages.train import train_supernet
 from nni_bigLittle.app.runs import RunConfigMismatch
 from nni_bigLittle.strategies.cotraining import (
@@ -127,7 +127,21 @@ def test_bad_configs_fail_before_anything_is_written(tmp_path):
         resolve_train_config({'strategy': 'progressive', 'strategy_options': {'num_random': 2}})
     with pytest.raises(ConfigError, match='loss: Unknown loss weight'):
         resolve_train_config({'loss': {'beta2': 1}})
+    with pytest.raises(ConfigError, match="optimizer: learning_rate must be a number, got 'fast'"):
+        resolve_train_config({'optimizer': {'learning_rate': 'fast'}})
     assert not any(tmp_path.iterdir())
+
+
+def test_a_config_is_checked_once_into_a_typed_object():
+    cfg = TrainConfig.from_mapping({'dataset': 'digits', 'epochs': 3, 'optimizer': {'learning_rate': 0.05}})
+    assert cfg.epochs == 3 and cfg.optimizer['momentum'] == 0.9  # defaults filled in, nested ones too
+    assert cfg.recipe.learning_rate == 0.05 and cfg.loss_weights.alpha == 1.0
+    assert TrainConfig.from_mapping(cfg.to_dict()) == cfg and TrainConfig.from_mapping(cfg) is cfg
+    assert cfg.replace(epochs=4).epochs == 4 and cfg.epochs == 3
+    with pytest.raises(ConfigError, match='epochs must be a positive integer'):
+        cfg.replace(epochs=0)
+    with pytest.raises(Exception):  # frozen: a checked config is not changed behind the checks' back
+        cfg.epochs = 5
 
 
 # ----- training through NasExperiment -------------------------------------------------------------------------------------

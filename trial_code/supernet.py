@@ -55,7 +55,7 @@ def main(argv: Sequence[str] | None = None) -> int:
     args.seed = 0
     common.setup(args)
     from nni_bigLittle.evaluation import evaluate_pair, load_supernet
-    from nni_bigLittle.app.config import load_config, resolve_train_config, set_dotted
+    from nni_bigLittle.app.config import TrainConfig, load_config, set_dotted
     from nni_bigLittle.app.stages.train import train_supernet
     from nni_bigLittle.app.runs import RunFolder
     config = load_config(args.config)
@@ -69,7 +69,7 @@ def main(argv: Sequence[str] | None = None) -> int:
         set_dotted(config, key, value)
     if args.threads is not None:
         config['threads'] = args.threads
-    cfg = resolve_train_config(config)  # a bad override fails here, before any data is loaded
+    cfg = TrainConfig.from_mapping(config)  # a bad override fails here, before any data is loaded
     if args.run_dir is not None:
         run_dir = Path(args.run_dir)
     elif common.in_nni():
@@ -81,12 +81,12 @@ def main(argv: Sequence[str] | None = None) -> int:
     supernet_path = RunFolder(run_dir).supernet_path
     supernet = load_supernet(supernet_path)
     devices = tuple(d.strip() for d in args.devices.split(',') if d.strip())
-    val_size = cfg['val_size']
-    metrics = evaluate_pair(supernet.freeze(supernet.spec.largest()), dataset=cfg['dataset'],
-                            data_root=cfg['data_root'], supernet=supernet_path, devices=devices,
-                            val_size=val_size, seed=cfg['seed'], report=False)
+    val_size = cfg.val_size
+    metrics = evaluate_pair(supernet.freeze(supernet.spec.largest()), dataset=cfg.dataset,
+                            data_root=cfg.data_root, supernet=supernet_path, devices=devices,
+                            val_size=val_size, seed=cfg.seed, report=False)
     metrics['smallest_big_acc'] = epoch_metrics(RunFolder(run_dir).read_metrics()[-1])['smallest_big_acc']
-    metrics['epoch'] = float(cfg['epochs'])
+    metrics['epoch'] = float(cfg.epochs)
     common.report_final(metrics)
     return 0
 

@@ -22,7 +22,7 @@ from nni_bigLittle.app.stages.inputs import build_space, load_training_data, run
 from nni_bigLittle.app.stages.search import front_record
 from nni_bigLittle.app.stages.train import train_supernet
 from nni_bigLittle.app.runs import RunFolder, environment
-from nni_bigLittle.training import Recipe, fit
+from nni_bigLittle.training import fit
 
 __all__ = ['ablation_stage', 'routing_ablation_stage', 'dimension_ablation_stage', 'strategy_ablation_stage',
            'progressive_phases']
@@ -61,15 +61,15 @@ def ablation_stage(run_dir: str | os.PathLike, device: str = 'raspberry_pi_4', p
     sample = {**record['sample'], 'router/policy': 'max_softmax'}
     folder = run.path / f'ablation{suffix}'
     folder.mkdir(exist_ok=True)
-    torch.manual_seed(cfg['seed'])
+    torch.manual_seed(cfg.seed)
     little_net = BigLittleModel.from_sample(spec, sample)
     big_net = BigLittleModel.from_sample(spec, sample)
     splits = load_training_data(cfg)
     times = {}
     for name, net in (('little', little_net.little_path()), ('big', big_net.big_path())):
-        loader = ResumableLoader(splits.train, cfg['batch_size'], seed=cfg['seed'])
+        loader = ResumableLoader(splits.train, cfg.batch_size, seed=cfg.seed)
         print(f'[ablation] training the independent {name} network', flush=True)
-        times[name] = fit(net, loader, epochs=cfg['epochs'], recipe=Recipe.from_dict(cfg['optimizer']),
+        times[name] = fit(net, loader, epochs=cfg.epochs, recipe=cfg.recipe,
                           folder=folder / name, progress=progress).wall_s
 
     def outputs(loader) -> PairOutputs:
@@ -320,10 +320,9 @@ def strategy_ablation_stage(run_dir: str | os.PathLike, device: str = 'raspberry
     run = RunFolder(run_dir)
     base, calibration, val_loader, _ = run_data(run)
     root = run.path / 'ablation_strategy'
-    num_random = int(base.get('strategy_options', {}).get('num_random', 2)) if base.get('strategy') == 'sandwich' else 2
-    cfg = {k: v for k, v in base.items() if k not in ('strategy', 'strategy_options', 'threads')}
-    cfg.update(train_subset=min(train_subset, base.get('train_subset') or train_subset), epochs=epochs,
-               limit_train_batches=None)
+    num_random = int(base.strategy_options.get('num_random', 2)) if base.strategy == 'sandwich' else 2
+    cfg = base.replace(strategy='sandwich', strategy_options={}, threads=None, epochs=epochs, limit_train_batches=None,
+                       train_subset=min(train_subset, base.train_subset or train_subset))
     objective = f'latency_ms_{device}'
     grid = sorted(DEFAULT_ESCALATION_GRID)
     fronts: dict[str, list[dict[str, Any]]] = {}
@@ -333,7 +332,7 @@ def strategy_ablation_stage(run_dir: str | os.PathLike, device: str = 'raspberry
     for name, options in (('sandwich', {'num_random': num_random}),
                           ('progressive', {'phase_epochs': progressive_phases(epochs)})):
         folder = root / name
-        status = train_supernet({**cfg, 'strategy': name, 'strategy_options': options}, folder, progress=progress)
+        status = train_supernet(cfg.replace(strategy=name, strategy_options=options), folder, progress=progress)
         supernet = trained_supernet(RunFolder(folder))
         began = time.time()
         result = search_supernet(supernet, calibration, val_loader, device=device, population=population,
@@ -349,7 +348,7 @@ def strategy_ablation_stage(run_dir: str | os.PathLike, device: str = 'raspberry
     budgets = [float(np.quantile([r[objective] for r in fronts['sandwich']], q)) for q in (0.25, 0.5, 0.75)]
 
     splits = load_training_data(cfg)
-    space = build_space(cfg['space'], splits.num_classes, splits.resolution)
+    space = build_space(cfg.space, splits.num_classes, splits.resolution)
     spec = space.spec
 
     # DARTS: the weights on one half of the subset, the architecture on the other
@@ -361,14 +360,14 @@ def strategy_ablation_stage(run_dir: str | os.PathLike, device: str = 'raspberry
         profiler = BigLittleCostProfiler(space, device, build_expression=False, escalation_rate=0.3)
         reach = latency_range(profiler)
         target = min(max(budgets[1], reach.low), reach.high)
-        order = torch.randperm(len(splits.train), generator=torch.Generator().manual_seed(cfg['seed'])).tolist()
+        order = torch.randperm(len(splits.train), generator=torch.Generator().manual_seed(cfg.seed)).tolist()
         half = len(order) // 2
-        loaders = [DataLoader(Subset(splits.train, part), batch_size=cfg['batch_size'], shuffle=True, drop_last=True,
-                              generator=torch.Generator().manual_seed(cfg['seed'] + i))
+        loaders = [DataLoader(Subset(splits.train, part), batch_size=cfg.batch_size, shuffle=True, drop_last=True,
+                              generator=torch.Generator().manual_seed(cfg.seed + i))
                    for i, part in enumerate((order[:half], order[half:]))]
         began = time.time()
         found = search_latency_target(space, loaders[0], loaders[1], target, profiler, epochs=epochs,
-                                      relaxation='softmax', seed=cfg['seed'], loss_weights=cfg.get('loss') or None)
+                                      relaxation='softmax', seed=cfg.seed, loss_weights=dict(cfg.loss) or None)
         torch.save(space.freeze(found.sample).state_dict(), folder / 'pair.pt')
         (folder / 'result.json').write_text(json.dumps(
             {'target_ms': target, 'wall_s': round(time.time() - began, 1), 'result': found.to_dict()},
@@ -389,7 +388,7 @@ def strategy_ablation_stage(run_dir: str | os.PathLike, device: str = 'raspberry
     trial_population, trial_generations = EVOLUTION_TRIALS
     trials = trial_population * (trial_generations + 1)
     trial_epochs = max(1, math.ceil((num_random + 2) * epochs / trials))
-    loss = JointLoss(cfg.get('loss') or None)
+    loss = JointLoss(dict(cfg.loss) or None)
     trained: dict[str, Any] = {}
     wall = {'train': 0.0}
     arch_labels = [label for label in spec.choices() if label not in ('router/policy', 'router/threshold')]
@@ -399,12 +398,12 @@ def strategy_ablation_stage(run_dir: str | os.PathLike, device: str = 'raspberry
                   'router/threshold': spec.threshold_choices[0]}
         key = sample_key({label: sample[label] for label in arch_labels})
         if key not in trained:
-            torch.manual_seed(cfg['seed'])
+            torch.manual_seed(cfg.seed)
             model = BigLittleModel.from_sample(spec, sample)
-            loader = ResumableLoader(splits.train, cfg['batch_size'], seed=cfg['seed'])
+            loader = ResumableLoader(splits.train, cfg.batch_size, seed=cfg.seed)
             print(f'[ablation] evolution trial {len(trained) + 1}/{trials}', flush=True)
             wall['train'] += fit(
-                model, loader, epochs=trial_epochs, recipe=Recipe.from_dict(cfg['optimizer']),
+                model, loader, epochs=trial_epochs, recipe=cfg.recipe,
                 folder=folder / f'trial_{hashlib.sha1(key.encode()).hexdigest()[:12]}', progress=progress,
                 loss_fn=lambda m, x, y: loss(m.forward_all(x), y, router=m.router)[0]).wall_s
             trained[key] = collect_outputs(model.eval(), val_loader)
@@ -414,7 +413,7 @@ def strategy_ablation_stage(run_dir: str | os.PathLike, device: str = 'raspberry
     genes = {label: values for label, values in spec.choices().items() if label != 'router/threshold'}
     genes[ESCALATION_LABEL] = tuple(grid)
     result = nsga2(genes, evaluate, [('accuracy', 'max'), (objective, 'min')], population=trial_population,
-                   generations=trial_generations, seed=cfg['seed'],
+                   generations=trial_generations, seed=cfg.seed,
                    initial=[{k: v for k, v in s.items() if k in genes} for s in _search_seeds(spec)[:1]],
                    checkpoint=folder / 'checkpoint.json', progress=progress,
                    repair=space_repair(spec, extra_labels=[ESCALATION_LABEL], choices=genes))
@@ -453,7 +452,7 @@ def strategy_ablation_stage(run_dir: str | os.PathLike, device: str = 'raspberry
     (out / 'ablation_strategy_fronts.json').write_text(json.dumps(
         {'device': device, 'objective': objective, 'split': 'validation', 'budgets_ms': budgets, 'fronts': fronts,
          'info': info}, indent=1))
-    run.update_status(ablation_strategy={'done': True, 'device': device, 'train_subset': cfg['train_subset'],
+    run.update_status(ablation_strategy={'done': True, 'device': device, 'train_subset': cfg.train_subset,
                                          'epochs': epochs, 'population': population, 'generations': generations,
                                          'reference_cost': reference, 'environment': environment()})
     return {'rows': rows, 'fronts': fronts}

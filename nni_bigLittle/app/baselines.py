@@ -34,7 +34,7 @@ from typing import Any, Callable, Mapping, Sequence
 import torch
 from torch import nn
 
-from nni_bigLittle.app.config import ConfigError, load_config, resolve_train_config
+from nni_bigLittle.app.config import ConfigError, TrainConfig, load_config, resolve_train_config
 from nni_bigLittle.app.stages.inputs import load_training_data
 from nni_bigLittle.app.runs import RunFolder, environment
 from nni_bigLittle.errors import UnknownNameError
@@ -218,7 +218,7 @@ def train_baselines(config: Mapping[str, Any], run_dir: str | os.PathLike, model
     import numpy as np
     from torch.utils.data import DataLoader
     from nni_bigLittle.strategies.cotraining import ResumableLoader
-    from nni_bigLittle.training import Recipe, fit
+    from nni_bigLittle.training import fit
     cfg = resolve_baseline_config(config, base)
     chosen = list(models or cfg['models'])
     bad = [m for m in chosen if m not in cfg['models']]
@@ -226,11 +226,11 @@ def train_baselines(config: Mapping[str, Any], run_dir: str | os.PathLike, model
         raise ConfigError(f'--model {bad} is not in this config\'s models {cfg["models"]}.')
     run = RunFolder(run_dir)
     run.open(cfg, ignore=('threads',))
-    recipe = cfg['recipe']
-    if recipe['threads']:
-        torch.set_num_threads(recipe['threads'])
-    splits = load_training_data({**recipe, 'limit_train_batches': None})
-    plain = load_training_data({**recipe, 'augment': 'none'})
+    train = TrainConfig.from_mapping(cfg['recipe'])  # the co-training config's recipe keys, the rest default
+    if train.threads:
+        torch.set_num_threads(train.threads)
+    splits = load_training_data(train)
+    plain = load_training_data(train, augment='none')
     val_loader, test_loader = DataLoader(plain.val, batch_size=500), DataLoader(plain.test, batch_size=500)
     done = {}
     for name in chosen:
@@ -239,13 +239,13 @@ def train_baselines(config: Mapping[str, Any], run_dir: str | os.PathLike, model
         if (folder / 'outputs.npz').is_file():
             done[name] = json.loads((folder / 'status.json').read_text())
             continue
-        torch.manual_seed(recipe['seed'])
+        torch.manual_seed(train.seed)
         model = create_baseline(name, splits.num_classes, splits.resolution, cfg['exit_stages'])
         loss_fn = _branchynet_loss(cfg['exit_weights']) if isinstance(model, EarlyExitNetwork) else None
-        loader = ResumableLoader(splits.train, recipe['batch_size'], seed=recipe['seed'])
+        loader = ResumableLoader(splits.train, train.batch_size, seed=train.seed)
         began = time.time()
         print(f'[baselines] training {name}', flush=True)
-        wall = fit(model, loader, epochs=recipe['epochs'], recipe=Recipe.from_dict(recipe['optimizer']),
+        wall = fit(model, loader, epochs=train.epochs, recipe=train.recipe,
                    folder=folder / 'train', val_loader=val_loader, loss_fn=loss_fn, progress=progress).wall_s
         arrays = {}
         for split, loader_ in (('val', val_loader), ('test', test_loader)):
@@ -253,7 +253,7 @@ def train_baselines(config: Mapping[str, Any], run_dir: str | os.PathLike, model
             arrays.update({f'{split}_logits_{k}': h.numpy() for k, h in enumerate(heads)})
             arrays[f'{split}_labels'] = labels.numpy()
         np.savez_compressed(folder / 'outputs.npz', **arrays)
-        status = {'model': name, 'epochs': recipe['epochs'], 'train_wall_s': round(wall, 1),
+        status = {'model': name, 'epochs': train.epochs, 'train_wall_s': round(wall, 1),
                   'params': int(sum(p.numel() for p in model.parameters())),
                   'heads': len([k for k in arrays if k.startswith('test_logits_')]),
                   'test_top1_final': float((arrays[f'test_logits_{len(heads) - 1}'].argmax(1)
@@ -262,6 +262,6 @@ def train_baselines(config: Mapping[str, Any], run_dir: str | os.PathLike, model
         (folder / 'status.json').write_text(json.dumps(status, indent=1) + '\n')
         torch.save(model.state_dict(), folder / 'model.pt')
         done[name] = status
-        print(f'[baselines] {name}: test top-1 {status["test_top1_final"]:.4f} after {recipe["epochs"]} epochs '
+        print(f'[baselines] {name}: test top-1 {status["test_top1_final"]:.4f} after {train.epochs} epochs '
               f'({status["train_wall_s"]:.0f} s of training)', flush=True)
     return done

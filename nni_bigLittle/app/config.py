@@ -27,6 +27,7 @@ from __future__ import annotations
 
 import copy
 import os
+from dataclasses import dataclass, fields
 from pathlib import Path
 from typing import Any, Mapping
 
@@ -34,7 +35,7 @@ import yaml
 
 from nni_bigLittle.errors import ConfigError
 
-__all__ = ['TRAIN_DEFAULTS', 'SEARCH_DEFAULTS', 'DEPLOY_DEFAULTS', 'BUNDLE_PICKS', 'PIPELINE_KEYS',
+__all__ = ['TRAIN_DEFAULTS', 'TrainConfig', 'SEARCH_DEFAULTS', 'DEPLOY_DEFAULTS', 'BUNDLE_PICKS', 'PIPELINE_KEYS',
            'ConfigError', 'load_config', 'resolve_train_config', 'set_dotted', 'resolve_pipeline_config']
 
 
@@ -45,8 +46,6 @@ TRAIN_DEFAULTS: dict[str, Any] = {
                   'warmup_epochs': 1.0},
     'loss': {}, 'checkpoint_every': 50, 'limit_train_batches': None, 'seed': 0, 'threads': None,
 }
-
-
 
 
 SEARCH_DEFAULTS: dict[str, Any] = {
@@ -77,10 +76,69 @@ def load_config(path: str | os.PathLike) -> dict[str, Any]:
     return data
 
 
+@dataclass(frozen=True)
+class TrainConfig:
+    """A co-training config, checked once (:meth:`from_mapping`) and then passed around as this typed object.
+
+    Its fields are the keys of :data:`TRAIN_DEFAULTS` (see the module docstring); :meth:`to_dict` is the plain
+    form a run folder stores in ``config.yaml``. ``optimizer`` and ``loss`` stay mappings there; :attr:`recipe`
+    and :attr:`loss_weights` are their typed forms."""
+    dataset: str
+    data_root: str | None
+    val_size: int | float | None
+    train_subset: int | None
+    augment: str
+    space: Mapping[str, Any]
+    strategy: str
+    strategy_options: Mapping[str, Any]
+    epochs: int
+    batch_size: int
+    optimizer: Mapping[str, Any]
+    loss: Mapping[str, Any]
+    checkpoint_every: int
+    limit_train_batches: int | None
+    seed: int
+    threads: int | None
+
+    @classmethod
+    def from_mapping(cls, config: 'Mapping[str, Any] | TrainConfig') -> 'TrainConfig':
+        """Fill defaults and check every key and value (nothing is loaded or trained); a wrong key or value
+        raises :class:`ConfigError` naming it and what is allowed."""
+        if isinstance(config, TrainConfig):
+            return config
+        return cls(**_checked_train_config(config))
+
+    def to_dict(self) -> dict[str, Any]:
+        return copy.deepcopy({f.name: getattr(self, f.name) for f in fields(self)})
+
+    def replace(self, **changes: Any) -> 'TrainConfig':
+        """A copy with ``changes``, checked like any config."""
+        return TrainConfig.from_mapping({**self.to_dict(), **changes})
+
+    @property
+    def recipe(self):
+        """The optimizer recipe (:class:`nni_bigLittle.training.Recipe`)."""
+        from nni_bigLittle.training.recipe import Recipe
+        return Recipe.from_dict(self.optimizer)
+
+    @property
+    def loss_weights(self):
+        """The joint loss's weights (:class:`nni_bigLittle.nn.losses.LossWeights`)."""
+        from nni_bigLittle.nn.losses import LossWeights
+        return LossWeights.from_dict(self.loss)
+
+
 def resolve_train_config(config: Mapping[str, Any]) -> dict[str, Any]:
-    """Fill defaults and check every key and value (nothing is loaded or trained)."""
+    """The plain (YAML) form of a checked training config: ``TrainConfig.from_mapping(config).to_dict()``."""
+    return TrainConfig.from_mapping(config).to_dict()
+
+
+def _checked_train_config(config: Mapping[str, Any]) -> dict[str, Any]:
     from nni_bigLittle.data import AUGMENTATIONS, available_datasets
     from nni_bigLittle.nn.losses import LossWeights
+    from nni_bigLittle.training.recipe import Recipe
+    if not isinstance(config, Mapping):
+        raise ConfigError(f'A training config is a mapping of keys, got {type(config).__name__}.')
     unknown = sorted(set(config) - set(TRAIN_DEFAULTS))
     if unknown:
         raise ConfigError(f'Unknown training config key(s) {unknown}; valid keys: {sorted(TRAIN_DEFAULTS)}.')
@@ -97,12 +155,16 @@ def resolve_train_config(config: Mapping[str, Any]) -> dict[str, Any]:
         raise ConfigError(f'strategy {cfg["strategy"]!r} is unknown; choose one of {COTRAINING_STRATEGIES.names()}.')
     if cfg['augment'] not in AUGMENTATIONS:
         raise ConfigError(f'augment {cfg["augment"]!r} is unknown; choose one of {AUGMENTATIONS}.')
-    for key in ('epochs', 'batch_size', 'checkpoint_every'):
-        if not isinstance(cfg[key], int) or cfg[key] < 1:
-            raise ConfigError(f'{key} must be a positive integer, got {cfg[key]!r}.')
+    for key in ('epochs', 'batch_size', 'checkpoint_every', 'seed'):
+        if not isinstance(cfg[key], int) or isinstance(cfg[key], bool) or cfg[key] < (0 if key == 'seed' else 1):
+            raise ConfigError(f'{key} must be a {"non-negative" if key == "seed" else "positive"} integer, '
+                              f'got {cfg[key]!r}.')
     for key in ('train_subset', 'limit_train_batches', 'threads'):
         if cfg[key] is not None and (not isinstance(cfg[key], int) or cfg[key] < 1):
             raise ConfigError(f'{key} must be null or a positive integer, got {cfg[key]!r}.')
+    for key in ('space', 'strategy_options', 'optimizer', 'loss'):
+        if not isinstance(cfg[key], Mapping):
+            raise ConfigError(f'{key} must be a mapping, got {cfg[key]!r}.')
     allowed = COTRAINING_STRATEGIES.get(cfg['strategy']).OPTIONS
     bad = sorted(set(cfg['strategy_options']) - set(allowed))
     if bad:
@@ -116,11 +178,14 @@ def resolve_train_config(config: Mapping[str, Any]) -> dict[str, Any]:
     if bad:
         raise ConfigError(f'Unknown optimizer key(s) {bad}; valid: {sorted(TRAIN_DEFAULTS["optimizer"])}.')
     try:
+        Recipe.from_dict(cfg['optimizer'])
+    except ConfigError as err:
+        raise ConfigError(f'optimizer: {err}') from None
+    try:
         LossWeights.from_dict(cfg['loss'])
     except ValueError as err:
         raise ConfigError(f'loss: {err}') from None
-    space = dict(cfg['space'])
-    if 'preset' not in space:
+    if 'preset' not in cfg['space']:
         raise ConfigError('space needs a preset (cifar or imagenet), e.g. space: {preset: cifar}.')
     return cfg
 
@@ -177,5 +242,5 @@ def resolve_pipeline_config(config: Mapping[str, Any]) -> dict[str, Any]:
         if not isinstance(deploy[key], int) or deploy[key] < (0 if key == 'verify' else 1):
             raise ConfigError(f'deploy.{key} must be a {"non-negative" if key == "verify" else "positive"} int, '
                               f'got {deploy[key]!r}.')
-    return {'run_dir': str(config['run_dir']), 'train': resolve_train_config(config['train']), 'search': search,
+    return {'run_dir': str(config['run_dir']), 'train': TrainConfig.from_mapping(config['train']), 'search': search,
             'export': export, 'deploy': deploy, 'report': report}

@@ -157,13 +157,13 @@ def _check_trial(name: str, args: argparse.Namespace, code_dir: Path, search_spa
         except (KeyError, ValueError) as err:
             raise ExperimentCheckError(f'trialCommand --devices: {err}') from None
     if name == 'supernet':
-        from nni_bigLittle.app.config import ConfigError, load_config, resolve_train_config, set_dotted
+        from nni_bigLittle.app.config import ConfigError, TrainConfig, load_config, set_dotted
         try:
             config = load_config(_in(code_dir, args.config))
             for key, entry in search_space.items():
                 set_dotted(config, key, entry['_value'][0])
-            cfg = resolve_train_config(config)
-            load_dataset(cfg['dataset'], _in(code_dir, cfg['data_root']), val_size=cfg['val_size'], augment='none')
+            cfg = TrainConfig.from_mapping(config)
+            load_dataset(cfg.dataset, _in(code_dir, cfg.data_root), val_size=cfg.val_size, augment='none')
         except (ConfigError, DataError) as err:
             raise ExperimentCheckError(f'The supernet trial cannot run: {err}') from None
         return None

@@ -37,11 +37,11 @@ def run_pipeline(config: Mapping[str, Any], run_dir: str | os.PathLike | None = 
     cfg = resolve_pipeline_config(config)
     base = Path(base)
     run_path = Path(run_dir) if run_dir is not None else base / cfg['run_dir']
-    train = dict(cfg['train'])
-    if train['data_root'] is not None and not Path(train['data_root']).is_absolute():
-        train['data_root'] = str((base / train['data_root']).resolve())
+    train = cfg['train']
+    if train.data_root is not None and not Path(train.data_root).is_absolute():
+        train = train.replace(data_root=str((base / train.data_root).resolve()))
     from nni_bigLittle.data import load_dataset
-    load_dataset(train['dataset'], train['data_root'], val_size=train['val_size'], seed=train['seed'],
+    load_dataset(train.dataset, train.data_root, val_size=train.val_size, seed=train.seed,
                  augment='none')  # a missing dataset fails here, before anything starts
     stages = [('train', 'co-train the supernet'), ('search', 'Pareto search per device'),
               ('export', 'freeze front models'), ('deploy', 'ONNX bundles, verified and measured here'),

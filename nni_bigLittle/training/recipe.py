@@ -26,6 +26,13 @@ class Recipe:
     grad_clip: float | None = 5.0
 
     def __post_init__(self):
+        for name in ('learning_rate', 'momentum', 'weight_decay', 'warmup_epochs', 'grad_clip'):
+            value = getattr(self, name)
+            if not (value is None and name == 'grad_clip') and (
+                    not isinstance(value, (int, float)) or isinstance(value, bool) or not math.isfinite(value)):
+                raise ConfigError(f'{name} must be a number, got {value!r}.')
+        if not isinstance(self.nesterov, bool):
+            raise ConfigError(f'nesterov must be true or false, got {self.nesterov!r}.')
         if not self.learning_rate > 0:
             raise ConfigError(f'learning_rate must be > 0, got {self.learning_rate!r}.')
         if not 0 <= self.momentum < 1:

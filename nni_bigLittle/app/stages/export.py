@@ -132,8 +132,7 @@ def export_bundle(source: str | os.PathLike, out: str | os.PathLike, *, device: 
     meta = {'checkpoint': checkpoint.name, 'device': device, 'front_record': payload.get('record')}
     preprocess = class_names = verify_inputs = sample_data = None
     if run is not None:
-        cfg = run.config()
-        splits = load_training_data({**cfg, 'augment': 'none'})
+        splits = load_training_data(run.config(), augment='none')
         preprocess = {'mean': splits.info['mean'], 'std': splits.info['std']}
         class_names = splits.class_names
         meta.update(run=run.path.name, checkpoint=str(checkpoint.relative_to(run.path)), dataset=splits.name)

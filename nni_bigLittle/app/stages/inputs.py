@@ -4,7 +4,7 @@ from __future__ import annotations
 
 from typing import Any, Mapping
 
-from nni_bigLittle.app.config import SEARCH_DEFAULTS
+from nni_bigLittle.app.config import SEARCH_DEFAULTS, TrainConfig
 from nni_bigLittle.app.runs import RunFolder
 from nni_bigLittle.errors import ConfigError
 
@@ -23,27 +23,28 @@ def build_space(space_cfg: Mapping[str, Any], num_classes: int, resolution: int)
         raise ConfigError(f'space: {err}') from None
 
 
-def load_training_data(cfg: Mapping[str, Any]):
-    """The dataset splits of a resolved config (train subset applied)."""
+def load_training_data(cfg: TrainConfig | Mapping[str, Any], augment: str | None = None):
+    """The dataset splits of a training config (train subset applied); ``augment`` overrides the config's."""
     import numpy as np
     import torch
     from nni_bigLittle.data import load_dataset
-    splits = load_dataset(cfg['dataset'], cfg['data_root'], val_size=cfg['val_size'], seed=cfg['seed'],
-                          augment=cfg['augment'])
-    if cfg['train_subset'] is not None and cfg['train_subset'] < len(splits.train):
-        keep = np.random.default_rng(cfg['seed']).permutation(len(splits.train))[:cfg['train_subset']]
+    cfg = TrainConfig.from_mapping(cfg)
+    splits = load_dataset(cfg.dataset, cfg.data_root, val_size=cfg.val_size, seed=cfg.seed,
+                          augment=cfg.augment if augment is None else augment)
+    if cfg.train_subset is not None and cfg.train_subset < len(splits.train):
+        keep = np.random.default_rng(cfg.seed).permutation(len(splits.train))[:cfg.train_subset]
         splits.train = torch.utils.data.Subset(splits.train, sorted(keep.tolist()))
     return splits
 
 
 def run_data(run: RunFolder):
-    """Train config of a co-training run and its data: calibration batches (training images, no
+    """Train config (:class:`~nni_bigLittle.app.config.TrainConfig`) of a co-training run and its data: calibration batches (training images, no
     augmentation) and the validation and test loaders."""
     import torch
     from torch.utils.data import DataLoader
-    cfg = run.config()
-    plain = load_training_data({**cfg, 'augment': 'none'})
-    generator = torch.Generator().manual_seed(cfg['seed'])
+    cfg = TrainConfig.from_mapping(run.config())
+    plain = load_training_data(cfg, augment='none')
+    generator = torch.Generator().manual_seed(cfg.seed)
     calib_loader = DataLoader(plain.train, batch_size=SEARCH_DEFAULTS['calibration_batch_size'], shuffle=True,
                               generator=generator)
     calibration = [x for (x, _), _ in zip(calib_loader, range(SEARCH_DEFAULTS['calibration_batches']))]

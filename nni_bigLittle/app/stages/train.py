@@ -11,21 +11,21 @@ import os
 import time
 from typing import Any, Mapping
 
-from nni_bigLittle.app.config import resolve_train_config
+from nni_bigLittle.app.config import TrainConfig
 from nni_bigLittle.app.runs import RunFolder, environment
 from nni_bigLittle.app.stages.inputs import build_space, load_training_data
 
 __all__ = ['train_supernet']
 
 
-def train_supernet(config: Mapping[str, Any], run_dir: str | os.PathLike, progress: bool = True,
+def train_supernet(config: Mapping[str, Any] | TrainConfig, run_dir: str | os.PathLike, progress: bool = True,
                    trace_steps: bool = False, on_epoch=None) -> dict[str, Any]:
     """Co-train a ``BigLittleSpace`` supernet (see the module docstring). Returns the status entry.
 
     ``on_epoch(row)`` is called with each epoch's metrics row (as written to ``metrics.csv``)."""
-    cfg = resolve_train_config(config)
+    cfg = TrainConfig.from_mapping(config)
     run = RunFolder(run_dir)
-    resumed = run.open(cfg, ignore=('threads',))
+    resumed = run.open(cfg.to_dict(), ignore=('threads',))
     done = run.status().get('train', {})
     if done.get('done'):
         print(f'[cotrain] {run.path} is complete (supernet: {done["supernet"]}); nothing to do.')
@@ -40,25 +40,25 @@ def train_supernet(config: Mapping[str, Any], run_dir: str | os.PathLike, progre
     from nni_bigLittle.strategies.cotraining import COTRAINING_STRATEGIES, CoTrainingModule, ResumableLoader
     from nni_bigLittle.training import make_trainer
 
-    if cfg['threads']:
-        torch.set_num_threads(cfg['threads'])
-    torch.manual_seed(cfg['seed'])
+    if cfg.threads:
+        torch.set_num_threads(cfg.threads)
+    torch.manual_seed(cfg.seed)
     splits = load_training_data(cfg)
-    space = build_space(cfg['space'], splits.num_classes, splits.resolution)
-    train_loader = ResumableLoader(splits.train, cfg['batch_size'], seed=cfg['seed'])
+    space = build_space(cfg.space, splits.num_classes, splits.resolution)
+    train_loader = ResumableLoader(splits.train, cfg.batch_size, seed=cfg.seed)
     val_loader = DataLoader(splits.val, batch_size=256, shuffle=False)
     checkpoint = run.last_checkpoint
     if resumed and checkpoint is not None:
         print(f'[cotrain] resuming {run.path} from {checkpoint.name}')
     elif resumed:
         print(f'[cotrain] {run.path} has no checkpoint yet; starting from scratch.')
-    module = CoTrainingModule(**cfg['optimizer'], loss=cfg['loss'])
-    trainer = make_trainer(cfg['epochs'], checkpoints=run.checkpoints, checkpoint_every=cfg['checkpoint_every'],
-                           progress=progress, limit_train_batches=cfg['limit_train_batches'], trainer_class=Trainer,
+    module = CoTrainingModule(**cfg.optimizer, loss=dict(cfg.loss))
+    trainer = make_trainer(cfg.epochs, checkpoints=run.checkpoints, checkpoint_every=cfg.checkpoint_every,
+                           progress=progress, limit_train_batches=cfg.limit_train_batches, trainer_class=Trainer,
                            root=run.path)
     evaluator = Lightning(module, trainer, train_dataloaders=train_loader, val_dataloaders=val_loader)
     started = time.time()
-    sessions = list(done.get('sessions', [])) + [{'environment': environment(cfg['threads']), 'wall_s': 0.0}]
+    sessions = list(done.get('sessions', [])) + [{'environment': environment(cfg.threads), 'wall_s': 0.0}]
 
     def record(row: Mapping[str, Any] | None = None) -> None:
         """Per-epoch metrics row, and the wall time of every invocation so far (a killed one keeps
@@ -71,9 +71,9 @@ def train_supernet(config: Mapping[str, Any], run_dir: str | os.PathLike, progre
         run.update_status(train={**run.status().get('train', {}), 'sessions': sessions,
                                  'wall_s': round(sum(s['wall_s'] for s in sessions), 1)})
 
-    common = dict(seed=cfg['seed'], resume_from=str(checkpoint) if checkpoint else None,
+    common = dict(seed=cfg.seed, resume_from=str(checkpoint) if checkpoint else None,
                   metrics_callback=record, trace_file=str(run.path / 'steps.csv') if trace_steps else None)
-    strategy = COTRAINING_STRATEGIES.get(cfg['strategy'])(**cfg['strategy_options'], **common)
+    strategy = COTRAINING_STRATEGIES.get(cfg.strategy)(**cfg.strategy_options, **common)
     experiment = NasExperiment(space, evaluator, strategy)
     experiment.config.experiment_working_directory = str(run.path / 'nni')
     run.update_status(train={'done': False})
@@ -84,9 +84,9 @@ def train_supernet(config: Mapping[str, Any], run_dir: str | os.PathLike, progre
         experiment.stop()
         record()
     supernet_path = run.supernet_path
-    space.save(supernet_path, config=cfg)
+    space.save(supernet_path, config=cfg.to_dict())
     status = {**run.status()['train'], 'done': True, 'supernet': supernet_path.name,
-              'epochs': cfg['epochs'], 'final_metrics': (run.read_metrics() or [{}])[-1]}
+              'epochs': cfg.epochs, 'final_metrics': (run.read_metrics() or [{}])[-1]}
     run.update_status(train=status)
     print(f'[cotrain] done in {status["wall_s"] / 60:.1f} min of wall time; supernet saved to {supernet_path}')
     return status
